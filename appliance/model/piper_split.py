@@ -1,0 +1,128 @@
+"""Cut a released Piper (VITS) ONNX voice into stages, with cut points found from the graph:
+
+    text encoder + durations (+ sampling)  ->  flow  ->  HiFi-GAN decoder
+    [run whole per sentence, CPU]              [windowed: CPU, or NPU at a fixed window]
+
+The random draws are lifted out as inputs so that the noise comes from a seeded generator, and every random
+draw starts a new prelude stage: its shape is known only once the stage before it has run.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Final
+
+import onnx
+
+from .graph_cut import (
+    GraphIndex,
+    LiftedNoise,
+    TensorInfo,
+    extract,
+    lift_random_nodes,
+    minimal_inputs,
+    tensor_infos,
+)
+
+FLOW_SCOPE: Final = "/flow/"
+DECODER_SCOPE: Final = "/dec/"
+
+
+@dataclass(frozen=True)
+class StageGraph:
+    name: str
+    model: onnx.ModelProto
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    framed_inputs: tuple[str, ...] = ()
+    """Inputs with a time axis last ([1, C, T]); the others (e.g. a speaker embedding) are per utterance."""
+
+
+@dataclass(frozen=True)
+class SplitVoice:
+    prelude: tuple[StageGraph, ...]
+    """Text encoder, duration predictor and sampling: run whole, once per sentence."""
+    flow: StageGraph
+    decoder: StageGraph
+    noises: tuple[LiftedNoise, ...]
+    model_inputs: tuple[str, ...]
+    """The original model's inputs: input, input_lengths, scales and (multi-speaker voices) sid."""
+
+    @property
+    def stages(self) -> tuple[StageGraph, ...]:
+        return (*self.prelude, self.flow, self.decoder)
+
+
+class NotAPiperVoiceError(ValueError):
+    """The ONNX graph does not have the structure of a Piper (VITS) voice."""
+
+
+def split_piper_voice(model: onnx.ModelProto) -> SplitVoice:
+    # Deep models: the recursive graph walks in onnx's shape inference and ours need head room.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+    lifted_model, noises = lift_random_nodes(model)
+    index = GraphIndex(lifted_model)
+    try:
+        flow_inputs = index.module_inputs(FLOW_SCOPE)
+        decoder_inputs = index.module_inputs(DECODER_SCOPE)
+    except ValueError as e:
+        raise NotAPiperVoiceError(f"not a Piper voice: {e}") from e
+    if len(model.graph.output) != 1:
+        raise NotAPiperVoiceError("not a Piper voice: expected one output (audio)")
+    audio = model.graph.output[0].name
+    noise_names = {n.input_name for n in noises}
+    model_inputs = tuple(i for i in index.graph_inputs if i not in noise_names)
+    infos = tensor_infos(lifted_model)
+
+    def framed(names: list[str]) -> tuple[str, ...]:
+        # Time is the last axis of a framed tensor; a per-utterance tensor has a static last axis.
+        return tuple(n for n in names if not isinstance(infos[n].shape[-1:] and infos[n].shape[-1], int))
+
+    prelude = _prelude_stages(lifted_model, index, list(model_inputs), list(noises), flow_inputs, infos)
+    flow_graph = extract(lifted_model, flow_inputs, decoder_inputs, infos)
+    decoder_graph = extract(lifted_model, decoder_inputs, [audio], infos)
+    flow = StageGraph("flow", flow_graph, tuple(flow_inputs), tuple(decoder_inputs), framed(flow_inputs))
+    decoder = StageGraph("decoder", decoder_graph, tuple(decoder_inputs), (audio,), framed(decoder_inputs))
+    if len(flow.framed_inputs) < 1 or len(decoder.framed_inputs) != 1:
+        raise NotAPiperVoiceError("not a Piper voice: flow/decoder inputs have no time axis")
+    return SplitVoice(tuple(prelude), flow, decoder, tuple(noises), model_inputs)
+
+
+def _prelude_stages(
+    model: onnx.ModelProto,
+    index: GraphIndex,
+    model_inputs: list[str],
+    noises: list[LiftedNoise],
+    targets: list[str],
+    infos: dict[str, TensorInfo],
+) -> list[StageGraph]:
+    """Stages from the model inputs to `targets`, cut before each random draw (ordered by dependency)."""
+    pending = sorted(noises, key=lambda n: len(index.upstream([n.template])))
+    available = set(model_inputs)
+    stages: list[StageGraph] = []
+    while pending:
+        noise = pending.pop(0)
+        later_noise_inputs = {n.input_name for n in pending} | {noise.input_name}
+        # Everything that depends on this draw (or later ones) belongs to later stages; what those stages
+        # read from before the draw is this stage's output.
+        later = index.upstream(targets) & index.downstream(later_noise_inputs)
+        needed = {
+            i
+            for node_index in later
+            for i in index.nodes[node_index].input
+            if not index.is_constant(i)
+            and i not in later_noise_inputs
+            and not (i in index.producer and index.producer[i] in later)
+        }
+        ready_targets = {t for t in targets if index.producer.get(t) not in later}
+        outputs = sorted((needed | ready_targets | {noise.template}) - available)
+        inputs = minimal_inputs(index, outputs, available)
+        stages.append(StageGraph(f"prelude{len(stages)}", extract(model, inputs, outputs, infos), tuple(inputs),
+                                 tuple(outputs)))
+        available |= set(outputs) | {noise.input_name}
+    remaining = [t for t in targets if t not in available]
+    inputs = minimal_inputs(index, remaining, available)
+    stages.append(StageGraph(f"prelude{len(stages)}", extract(model, inputs, remaining, infos), tuple(inputs),
+                             tuple(remaining)))
+    return stages

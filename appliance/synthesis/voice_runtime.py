@@ -1,0 +1,154 @@
+"""A loaded voice: its stages on their backends, turning phoneme ids into a latent and a latent into
+windows of audio. Blocking code, run on the inference workers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..decoders.base import StageBackend
+from ..model.onnx_stage import OnnxStage, OrtSettings
+from ..model.piper_split import SplitVoice
+from ..voices.catalog import VoiceFiles
+from ..voices.voice_config import VoiceConfig
+from .windowing import FrameSource, RunWindow, TensorSource, WindowedStage, WindowPolicy
+
+DECODER_CONTEXT_FRAMES = 8
+"""HiFi-GAN's receptive field makes 8 frames of context each side match whole decoding at ~60 dB."""
+FLOW_CONTEXT_FRAMES = 16
+"""The flow's WaveNet layers need 16 frames each side for ~70 dB."""
+
+
+@dataclass(frozen=True)
+class SynthesisParams:
+    speaker_id: int | None
+    length_scale: float
+    noise_scale: float
+    noise_w: float
+
+
+@dataclass
+class Latent:
+    """One sentence, encoded, ready for windowed decoding."""
+
+    source: FrameSource
+    constants: dict[str, np.ndarray]
+    frames: int
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    first_useful: int = 16
+    max_useful: int = 256
+
+
+class LoadedVoice:
+    def __init__(
+        self,
+        files: VoiceFiles,
+        split: SplitVoice,
+        ort_settings: OrtSettings,
+        decoder: StageBackend,
+        flow: StageBackend | None = None,
+        windows: WindowSettings | None = None,
+    ) -> None:
+        """`flow` set: the flow runs windowed on that backend (the NPU path); unset: whole, on the CPU."""
+        self.name = files.name
+        self.files = files
+        self.config: VoiceConfig = files.config
+        self.split = split
+        self._prelude = [OnnxStage(g, ort_settings) for g in split.prelude]
+        self._whole_flow = None if flow is not None else OnnxStage(split.flow, ort_settings)
+        self.decoder = decoder
+        self.flow = flow
+        self.windows = windows or WindowSettings()
+        self.samples_per_frame = self._measure_upsampling()
+
+    # -- encoding -------------------------------------------------------------------------------------
+
+    def encode(self, phoneme_ids: list[int], params: SynthesisParams, rng: np.random.Generator) -> Latent:
+        tensors: dict[str, np.ndarray] = {
+            "input": np.array([phoneme_ids], dtype=np.int64),
+            "input_lengths": np.array([len(phoneme_ids)], dtype=np.int64),
+            "scales": np.array([params.noise_scale, params.length_scale, params.noise_w], dtype=np.float32),
+        }
+        if "sid" in self.split.model_inputs:
+            tensors["sid"] = np.array([params.speaker_id or 0], dtype=np.int64)
+        noises = {n.input_name: n.template for n in self.split.noises}
+        for stage in self._prelude:
+            for name in stage.graph.inputs:
+                if name in noises:  # drawn only now: its shape comes from the stage before
+                    tensors[name] = rng.standard_normal(tensors[noises[name]].shape, dtype=np.float32)
+            tensors.update(stage.run(tensors))
+        if self._whole_flow is not None:
+            tensors.update(self._whole_flow.run(tensors))
+            first = self.split.decoder
+        else:
+            first = self.split.flow
+        framed = {n: tensors[n] for n in first.framed_inputs}
+        constants = {n: tensors[n] for n in self._constants_needed() if n in tensors}
+        source = TensorSource(framed)
+        return Latent(source, constants, source.total_frames)
+
+    def _constants_needed(self) -> set[str]:
+        flow, decoder = self.split.flow, self.split.decoder
+        return (set(flow.inputs) - set(flow.framed_inputs)) | (set(decoder.inputs) - set(decoder.framed_inputs))
+
+    # -- decoding -------------------------------------------------------------------------------------
+
+    def decoder_policy(self) -> WindowPolicy:
+        return WindowPolicy(DECODER_CONTEXT_FRAMES, self.decoder.fixed_window,
+                            self.windows.first_useful, self.windows.max_useful)
+
+    def flow_policy(self) -> WindowPolicy:
+        fixed = self.flow.fixed_window if self.flow else None
+        return WindowPolicy(FLOW_CONTEXT_FRAMES, fixed, self.windows.max_useful, self.windows.max_useful)
+
+    def audio_windows(
+        self,
+        latent: Latent,
+        start_useful: int | None,
+        run_decoder: RunWindow | None = None,
+        run_flow: RunWindow | None = None,
+    ) -> WindowedStage:
+        """The decoder over the latent, window by window (each `run_next()` yields audio [1, 1, n]).
+        `run_decoder`/`run_flow` replace the backends' own `run` (the scheduler adds fallback there)."""
+        source: FrameSource = latent.source
+        if self.flow is not None:
+            flow_out = self.split.flow.outputs[0]
+            source = WindowedStage(source, flow_out, self.flow_policy().windows(latent.frames),
+                                   run_flow or self.flow.run, latent.constants)
+        return WindowedStage(
+            source,
+            self.split.decoder.outputs[0],
+            self.decoder_policy().windows(latent.frames, start_useful),
+            run_decoder or self.decoder.run,
+            _only(latent.constants, self.split.decoder.inputs),
+            upsample=self.samples_per_frame,
+        )
+
+    def _measure_upsampling(self) -> int:
+        """Audio samples per latent frame, read off the decoder itself (also warms it up)."""
+        frames = 8 if self.decoder.fixed_window is None else self.decoder.fixed_window
+        feeds = {}
+        for name in self.split.decoder.inputs:
+            channels = _static_channels(self.split.decoder, name)
+            length = frames if name in self.split.decoder.framed_inputs else 1
+            feeds[name] = np.zeros((1, channels, length), dtype=np.float32)
+        samples = self.decoder.run(feeds).shape[-1]
+        return samples // frames
+
+
+def _only(tensors: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in tensors.items() if k in names}
+
+
+def _static_channels(graph, name: str) -> int:
+    for value in graph.model.graph.input:
+        if value.name == name:
+            dim = value.type.tensor_type.shape.dim[1]
+            if dim.HasField("dim_value"):
+                return dim.dim_value
+    raise ValueError(f"{graph.name} input {name} has no static channel count")

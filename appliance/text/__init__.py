@@ -1,0 +1,1 @@
+"""Where text becomes phoneme ids: sentences, espeak-ng phonemes, Piper's id encoding."""

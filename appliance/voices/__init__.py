@@ -1,0 +1,1 @@
+"""Piper voices: their JSON configuration and where they are found."""
