@@ -1,0 +1,200 @@
+"""The speech engine: text in, an async stream of audio windows out. The only way transports get audio.
+
+Blocking model work runs on a bounded pool of inference workers, one window at a time, so windows of
+concurrent requests interleave, and a request whose consumer goes away stops before its next window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import SynthesisConfig
+from ..status import StatusBoard
+from ..text.phoneme_ids import phonemes_to_ids
+from ..text.phonemes import Phonemizer
+from ..text.sentences import text_pieces
+from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest
+from .voice_runtime import Latent, LoadedVoice, SynthesisParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    samples: np.ndarray
+    """Mono float32 in [-1, 1]."""
+    sample_rate: int
+    sentence: int
+    """Index of the sentence this window belongs to."""
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    voice: LoadedVoice
+    text: str
+    params: SynthesisParams
+    seed: int
+
+
+@dataclass
+class EngineCounters:
+    active_streams: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    windows: int = 0
+
+
+@dataclass
+class SpeechEngine:
+    voices: dict[str, LoadedVoice]
+    default_voice: str
+    settings: SynthesisConfig
+    max_text_chars: int
+    status: StatusBoard
+    phonemizer: Phonemizer = field(default_factory=Phonemizer)
+    counters: EngineCounters = field(default_factory=EngineCounters)
+
+    def __post_init__(self) -> None:
+        self._workers = ThreadPoolExecutor(self.settings.inference_threads, thread_name_prefix="inference")
+
+    def close(self) -> None:
+        self._workers.shutdown(wait=True, cancel_futures=True)
+
+    # -- requests -------------------------------------------------------------------------------------
+
+    def prepare(self, request: SynthesisRequest) -> PreparedRequest:
+        """Checks a request; raises RequestError naming what is wrong. Nothing is synthesised yet."""
+        text = request.text if isinstance(request.text, str) else ""
+        if not text.strip():
+            raise RequestError("empty_text", "text is empty")
+        if len(text) > self.max_text_chars:
+            raise RequestError(
+                "text_too_long", f"text has {len(text)} characters; the limit is {self.max_text_chars}", 413
+            )
+        name = request.voice or self.default_voice
+        voice = self.voices.get(name)
+        if voice is None:
+            raise RequestError("unknown_voice", f"unknown voice {name!r}; see /api/voices", 404)
+        try:
+            speaker_id = voice.config.speaker_id(request.speaker)
+        except KeyError as e:
+            raise RequestError("unknown_speaker", str(e.args[0]), 404) from None
+        config = voice.config
+        params = SynthesisParams(
+            speaker_id=speaker_id,
+            length_scale=_in_range("length_scale", request.length_scale, config.length_scale, LENGTH_RANGE),
+            noise_scale=_in_range("noise_scale", request.noise_scale, config.noise_scale, NOISE_RANGE),
+            noise_w=_in_range("noise_w", request.noise_w, config.noise_w, NOISE_RANGE),
+        )
+        seed = request.seed if request.seed is not None else self.settings.seed
+        if seed is None:
+            seed = secrets.randbits(63)
+        return PreparedRequest(voice, text, params, seed)
+
+    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[AudioChunk]:
+        """Audio windows in order. Closing the iterator (client gone, barge-in) stops the work: the window
+        being decoded finishes, no further window starts."""
+        voice = prepared.voice
+        rng = np.random.default_rng(prepared.seed)
+        sentences = self.sentence_ids(voice, prepared.text)
+        loop = asyncio.get_running_loop()
+
+        def encode_next() -> Latent | None:
+            ids = next(sentences, None)
+            return None if ids is None else voice.encode(ids, prepared.params, rng)
+
+        self._track(+1)
+        pending: asyncio.Future[Latent | None] | None = loop.run_in_executor(self._workers, encode_next)
+        useful: int | None = None
+        finished = False
+        try:
+            for sentence in itertools.count():
+                latent = await pending
+                pending = None
+                if latent is None:
+                    break
+                # The next sentence is encoded while this one decodes (noise is drawn in sentence order,
+                # so the audio does not depend on timing).
+                pending = loop.run_in_executor(self._workers, encode_next)
+                windows = voice.audio_windows(latent, useful)
+                while True:
+                    step = await loop.run_in_executor(self._workers, windows.run_next)
+                    if step is None:
+                        break
+                    window, audio = step
+                    self.counters.windows += 1
+                    useful = voice.decoder_policy().next_useful(window.emit_end - window.emit_start)
+                    yield AudioChunk(audio.reshape(-1).astype(np.float32, copy=False),
+                                     voice.config.sample_rate, sentence)
+            finished = True
+        finally:
+            if pending is not None:
+                pending.cancel()
+            self._track(-1, finished)
+
+    def sentence_ids(self, voice: LoadedVoice, text: str) -> Iterator[list[int]]:
+        for piece in text_pieces(text):
+            for phonemes in self.phonemizer.sentences(piece, voice.config.espeak_voice):
+                ids = phonemes_to_ids(phonemes, voice.config.phoneme_id_map)
+                if len(ids) > 3:  # more than BOS, PAD, EOS: something to say
+                    yield ids
+
+    def _track(self, delta: int, finished: bool = False) -> None:
+        self.counters.active_streams += delta
+        if delta < 0:
+            if finished:
+                self.counters.completed += 1
+            else:
+                self.counters.cancelled += 1
+        self.status.update("clients", active=self.counters.active_streams)
+
+    # -- health ---------------------------------------------------------------------------------------
+
+    async def probe_workers(self, timeout_s: float) -> bool:
+        """True if an inference worker picks up a trivial job within the timeout (none is wedged)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self._workers, time.monotonic), timeout_s)
+        except (TimeoutError, RuntimeError):
+            return False
+        return True
+
+    def describe_voices(self) -> list[dict]:
+        described = []
+        for name, voice in self.voices.items():
+            config = voice.config
+            speakers = sorted(config.speaker_id_map, key=config.speaker_id_map.get) if config.speaker_id_map else []
+            described.append({
+                "name": name,
+                "language": config.language,
+                "espeak_voice": config.espeak_voice,
+                "sample_rate": config.sample_rate,
+                "num_speakers": config.num_speakers,
+                "speakers": speakers,
+                "default": name == self.default_voice,
+                "backend": voice.decoder.name,
+                "defaults": {"length_scale": config.length_scale, "noise_scale": config.noise_scale,
+                             "noise_w": config.noise_w},
+            })
+        return described
+
+
+def _in_range(name: str, value: float | None, default: float, bounds: tuple[float, float]) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RequestError("invalid_option", f"{name} must be a number")
+    low, high = bounds
+    if not low <= value <= high:
+        raise RequestError("out_of_range", f"{name} must be between {low} and {high}, got {value}")
+    return float(value)

@@ -1,0 +1,71 @@
+"""Start-up: find the voices, split them (cached), choose each one's decoder backend, warm them up."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ApplianceConfig
+from ..decoders.cpu_onnx import CpuStageBackend
+from ..model.onnx_stage import OrtSettings
+from ..model.split_cache import load_split_voice
+from ..status import StatusBoard
+from ..voices.catalog import VoiceFiles, discover_voices
+from .engine import SpeechEngine
+from .voice_runtime import LoadedVoice, SynthesisParams, WindowSettings
+
+log = logging.getLogger(__name__)
+
+WARMUP_TEXT = "Ready."
+
+
+def load_engine(config: ApplianceConfig, status: StatusBoard) -> SpeechEngine:
+    """Blocking (seconds): run it off the event loop."""
+    found = discover_voices(config.voices.folder)
+    if config.voices.default not in found:
+        raise ValueError(f"default voice {config.voices.default!r} not found; have {sorted(found)}")
+    cache = split_cache_folder(config.service.state_folder)
+    ort_settings = OrtSettings(intra_op_threads=1)
+    windows = WindowSettings(config.synthesis.first_window_frames, config.synthesis.max_window_frames)
+    voices = {}
+    for name, files in found.items():
+        voices[name] = load_voice(files, cache, ort_settings, windows)
+        status.update("voices", **{name: {"backend": "cpu", "reason": "CPU decoder (onnxruntime)"}})
+        log.info("voice %s loaded (%d Hz, %d speaker(s)), decoder on cpu", name, files.config.sample_rate,
+                 files.config.num_speakers)
+    engine = SpeechEngine(voices, config.voices.default, config.synthesis, config.server.max_text_chars, status)
+    for voice in voices.values():
+        warm_up(engine, voice)
+    return engine
+
+
+def load_voice(files: VoiceFiles, cache: Path | None, ort: OrtSettings, windows: WindowSettings) -> LoadedVoice:
+    split = load_split_voice(files.onnx_path, cache)
+    return LoadedVoice(files, split, ort, CpuStageBackend(split.decoder, ort), windows=windows)
+
+
+def warm_up(engine: SpeechEngine, voice: LoadedVoice) -> None:
+    """One short sentence through every stage, so the first client does not pay for lazy initialisation."""
+    ids = next(engine.sentence_ids(voice, WARMUP_TEXT))
+    config = voice.config
+    params = SynthesisParams(voice.config.speaker_id(None), config.length_scale, config.noise_scale, config.noise_w)
+    latent = voice.encode(ids, params, np.random.default_rng(0))
+    windows = voice.audio_windows(latent, None)
+    while windows.run_next() is not None:
+        pass
+
+
+def split_cache_folder(state_folder: Path) -> Path | None:
+    """Split models are cached in the state folder, or the user's cache folder where that is not writable."""
+    for folder in (state_folder / "split-cache", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                   / "appliance" / "split-cache"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    return None

@@ -1,0 +1,31 @@
+"""What a client asks for, checked once before any audio is made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+NOISE_RANGE: Final = (0.0, 2.0)
+LENGTH_RANGE: Final = (0.1, 5.0)
+
+
+class RequestError(ValueError):
+    """A request the engine refuses; `code` is a stable machine-readable word, `message` for people."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    text: str
+    voice: str | None = None
+    speaker: str | int | None = None
+    length_scale: float | None = None
+    noise_scale: float | None = None
+    noise_w: float | None = None
+    seed: int | None = None
+    """Noise seed: the same seed, text and options give the same audio, sample for sample."""
