@@ -12,7 +12,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -72,10 +72,11 @@ class SpeechEngine:
 
     # -- requests -------------------------------------------------------------------------------------
 
-    def prepare(self, request: SynthesisRequest) -> PreparedRequest:
-        """Checks a request; raises RequestError naming what is wrong. Nothing is synthesised yet."""
+    def prepare(self, request: SynthesisRequest, *, text_follows: bool = False) -> PreparedRequest:
+        """Checks a request; raises RequestError naming what is wrong. Nothing is synthesised yet.
+        `text_follows`: more text will be streamed into the request, so it may start empty."""
         text = request.text if isinstance(request.text, str) else ""
-        if not text.strip():
+        if not text.strip() and not text_follows:
             raise RequestError("empty_text", "text is empty")
         if len(text) > self.max_text_chars:
             raise RequestError(
@@ -101,36 +102,37 @@ class SpeechEngine:
             seed = secrets.randbits(63)
         return PreparedRequest(voice, text, params, seed)
 
-    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[AudioChunk]:
-        """Audio windows in order. Closing the iterator (client gone, barge-in) stops the work: the window
-        being decoded finishes, no further window starts."""
+    async def stream(
+        self, prepared: PreparedRequest, more_text: AsyncIterator[str] | None = None
+    ) -> AsyncIterator[AudioChunk]:
+        """Audio windows in order, for `prepared.text` and then each piece of `more_text` (text arriving from
+        a language model, already cut at sentence ends). Closing the iterator (client gone, barge-in) stops
+        the work: the window being decoded finishes, no further window starts."""
         voice = prepared.voice
         rng = np.random.default_rng(prepared.seed)
-        sentences = self.sentence_ids(voice, prepared.text)
         loop = asyncio.get_running_loop()
+        # One sentence is encoded ahead while the current one decodes. Sentences are encoded in order, so
+        # noise is drawn in order and the audio does not depend on timing.
+        latents: asyncio.Queue[Latent | None] = asyncio.Queue(maxsize=1)
 
-        def encode_next() -> Latent | None:
-            ids = next(sentences, None)
-            return None if ids is None else voice.encode(ids, prepared.params, rng)
+        async def encode_ahead() -> None:
+            async for piece in _pieces(prepared.text, more_text):
+                for ids in await loop.run_in_executor(self._workers, self.sentence_ids, voice, piece):
+                    latent = await loop.run_in_executor(self._workers, voice.encode, ids, prepared.params, rng)
+                    await latents.put(latent)
+            await latents.put(None)
 
         self._track(+1)
-        pending: asyncio.Future[Latent | None] | None = loop.run_in_executor(self._workers, encode_next)
+        encoder = asyncio.create_task(encode_ahead())
         useful: int | None = None
         finished = False
         try:
             for sentence in itertools.count():
-                latent = await pending
-                pending = None
+                latent = await _next_or_raise(latents, encoder)
                 if latent is None:
                     break
-                # The next sentence is encoded while this one decodes (noise is drawn in sentence order,
-                # so the audio does not depend on timing).
-                pending = loop.run_in_executor(self._workers, encode_next)
                 windows = voice.audio_windows(latent, useful)
-                while True:
-                    step = await loop.run_in_executor(self._workers, windows.run_next)
-                    if step is None:
-                        break
+                while (step := await loop.run_in_executor(self._workers, windows.run_next)) is not None:
                     window, audio = step
                     self.counters.windows += 1
                     useful = voice.decoder_policy().next_useful(window.emit_end - window.emit_start)
@@ -138,16 +140,17 @@ class SpeechEngine:
                                      voice.config.sample_rate, sentence)
             finished = True
         finally:
-            if pending is not None:
-                pending.cancel()
+            encoder.cancel()
             self._track(-1, finished)
 
-    def sentence_ids(self, voice: LoadedVoice, text: str) -> Iterator[list[int]]:
-        for piece in text_pieces(text):
-            for phonemes in self.phonemizer.sentences(piece, voice.config.espeak_voice):
-                ids = phonemes_to_ids(phonemes, voice.config.phoneme_id_map)
-                if len(ids) > 3:  # more than BOS, PAD, EOS: something to say
-                    yield ids
+    def sentence_ids(self, voice: LoadedVoice, text: str) -> list[list[int]]:
+        """Phoneme ids of each sentence in `text` (blocking: espeak-ng)."""
+        found = []
+        for phonemes in self.phonemizer.sentences(text, voice.config.espeak_voice):
+            ids = phonemes_to_ids(phonemes, voice.config.phoneme_id_map)
+            if len(ids) > 3:  # more than BOS, PAD, EOS: something to say
+                found.append(ids)
+        return found
 
     def _track(self, delta: int, finished: bool = False) -> None:
         self.counters.active_streams += delta
@@ -187,6 +190,29 @@ class SpeechEngine:
                              "noise_w": config.noise_w},
             })
         return described
+
+
+async def _pieces(text: str, more_text: AsyncIterator[str] | None) -> AsyncIterator[str]:
+    for piece in text_pieces(text):
+        yield piece
+    if more_text is not None:
+        async for chunk in more_text:
+            for piece in text_pieces(chunk):
+                yield piece
+
+
+async def _next_or_raise(queue: asyncio.Queue[Latent | None], producer: asyncio.Task[None]) -> Latent | None:
+    """The next latent, or the producer's exception if it failed (instead of waiting forever)."""
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        getter.cancel()
+        raise
+    if not getter.done() and producer.exception() is not None:
+        getter.cancel()
+        raise producer.exception()
+    return await getter  # the producer finished after queueing its last item
 
 
 def _in_range(name: str, value: float | None, default: float, bounds: tuple[float, float]) -> float:

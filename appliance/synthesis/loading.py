@@ -49,7 +49,7 @@ def load_voice(files: VoiceFiles, cache: Path | None, ort: OrtSettings, windows:
 
 def warm_up(engine: SpeechEngine, voice: LoadedVoice) -> None:
     """One short sentence through every stage, so the first client does not pay for lazy initialisation."""
-    ids = next(engine.sentence_ids(voice, WARMUP_TEXT))
+    ids = engine.sentence_ids(voice, WARMUP_TEXT)[0]
     config = voice.config
     params = SynthesisParams(voice.config.speaker_id(None), config.length_scale, config.noise_scale, config.noise_w)
     latent = voice.encode(ids, params, np.random.default_rng(0))

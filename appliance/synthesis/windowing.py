@@ -127,7 +127,8 @@ class WindowedStage:
             feeds[name] = np.ascontiguousarray(tensor)
         output = self._run_window(feeds)
         up = self._upsample
-        cropped = output[..., (window.emit_start - window.input_start) * up : (window.emit_end - window.input_start) * up]
+        offset = window.input_start
+        cropped = output[..., (window.emit_start - offset) * up : (window.emit_end - offset) * up]
         return window, cropped
 
     def frames(self, start: int, end: int) -> Feeds:

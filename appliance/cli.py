@@ -1,0 +1,123 @@
+"""Command line: `appliance serve | say | bench | token | hub-key` (also `python -m appliance …`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ApplianceConfig, ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="appliance", description="Private streaming text-to-speech appliance.")
+    parser.add_argument("--config", type=Path, help="TOML configuration file (default /etc/appliance/config.toml)")
+    parser.add_argument("--voices", type=Path, help="folder of extra Piper voices (NAME.onnx + NAME.onnx.json)")
+    parser.add_argument("--state", type=Path, help="state folder (keys, token, caches)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the daemon")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    say = commands.add_parser("say", help="synthesise text to a file, offline")
+    say.add_argument("text")
+    say.add_argument("-o", "--output", type=Path, required=True, help="out.ogg (Opus), out.wav or out.pcm")
+    say.add_argument("--voice")
+    say.add_argument("--speaker")
+    say.add_argument("--seed", type=int)
+
+    bench = commands.add_parser("bench", help="time to first audio and real-time factor, as JSON")
+    bench.add_argument("--voice")
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--backend", choices=["cpu", "npu", "auto"], default="auto")
+
+    commands.add_parser("token", help="print the token remote clients must send (created on first use)")
+    commands.add_parser("rotate-token", help="replace the token; remote clients need the new one")
+    commands.add_parser("hub-key", help="print the authorized_keys line to install on the hub")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, overrides=_overrides(args))
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+    return COMMANDS[args.command](config, args)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {
+        "server.host": getattr(args, "host", None),
+        "server.port": getattr(args, "port", None),
+        "voices.folder": args.voices,
+        "service.state_folder": args.state,
+    }
+    if getattr(args, "backend", None) == "cpu":
+        flags["npu.enabled"] = False
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def run_serve(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    from .daemon import serve
+    from .service.journal import log_handler
+
+    logging.getLogger().handlers[:] = [log_handler()]
+    serve(config)
+    return 0
+
+
+def run_say(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    from .offline import synthesize_to_file
+
+    try:
+        seconds = asyncio.run(synthesize_to_file(config, args.text, args.output, args.voice, args.speaker, args.seed))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} ({seconds:.2f} s of audio)")
+    return 0
+
+
+def run_bench(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    print(json.dumps(asyncio.run(run_benchmark(config, args.voice, args.repeat)), indent=2))
+    return 0
+
+
+def run_token(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    from .security.commands import print_token
+
+    print_token(config.service.state_folder)
+    return 0
+
+
+def run_rotate_token(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    from .security.commands import print_rotated_token
+
+    print_rotated_token(config.service.state_folder)
+    return 0
+
+
+def run_hub_key(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    from .security.commands import print_hub_key
+
+    print_hub_key(config)
+    return 0
+
+
+COMMANDS = {
+    "serve": run_serve,
+    "say": run_say,
+    "bench": run_bench,
+    "token": run_token,
+    "rotate-token": run_rotate_token,
+    "hub-key": run_hub_key,
+}
