@@ -112,6 +112,7 @@ class LoadedVoice:
         start_useful: int | None,
         run_decoder: RunWindow | None = None,
         run_flow: RunWindow | None = None,
+        policy: WindowPolicy | None = None,
     ) -> WindowedStage:
         """The decoder over the latent, window by window (each `run_next()` yields audio [1, 1, n]).
         `run_decoder`/`run_flow` replace the backends' own `run` (the scheduler adds fallback there)."""
@@ -123,7 +124,7 @@ class LoadedVoice:
         return WindowedStage(
             source,
             self.split.decoder.outputs[0],
-            self.decoder_policy().windows(latent.frames, start_useful),
+            (policy or self.decoder_policy()).windows(latent.frames, start_useful),
             run_decoder or self.decoder.run,
             _only(latent.constants, self.split.decoder.inputs),
             upsample=self.samples_per_frame,

@@ -1,0 +1,50 @@
+"""Shared fixtures: one real engine with the default voice for the whole run, and a real daemon on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from appliance.config import ApplianceConfig, apply_overrides, config_from_dict
+from appliance.daemon import create_app
+from appliance.status import StatusBoard
+from appliance.synthesis.engine import SpeechEngine
+from appliance.synthesis.loading import load_engine
+
+
+def make_config(state_folder: Path, **overrides: object) -> ApplianceConfig:
+    config = config_from_dict({"mdns": {"enabled": False}, "service": {"state_folder": str(state_folder)}})
+    return apply_overrides(config, overrides)
+
+
+@pytest.fixture(scope="session")
+def state_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="session")
+def engine(state_folder: Path) -> Iterator[SpeechEngine]:
+    """The default voice on the CPU decoder, loaded and warmed once."""
+    engine = load_engine(make_config(state_folder), StatusBoard())
+    yield engine
+    engine.close()
+
+
+async def start_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
+
+
+@pytest.fixture
+async def server(engine: SpeechEngine, state_folder: Path) -> AsyncIterator[str]:
+    """A real daemon on an ephemeral loopback port, sharing the session's engine; yields its base URL."""
+    runner, url = await start_app(create_app(make_config(state_folder), engine=engine))
+    yield url
+    await runner.cleanup()
