@@ -30,7 +30,7 @@ def decode_ogg_opus(data: bytes) -> tuple[np.ndarray, int]:
 
 def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
     """Band-limited (FFT) resampling, good enough to compare waveforms."""
-    n = int(round(len(samples) * new_rate / rate))
+    n = round(len(samples) * new_rate / rate)
     spectrum = np.fft.rfft(samples)
     out = np.zeros(n // 2 + 1, dtype=complex)
     keep = min(len(out), len(spectrum))
