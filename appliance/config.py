@@ -199,7 +199,7 @@ def _field_type(owner: type, name: str) -> Any:
 def _convert(expected: Any, value: Any, key: str) -> Any:
     """Check a TOML value (or convert an environment/flag string) against the field's declared type."""
     if isinstance(expected, types.UnionType):  # `X | None`: the empty string clears it
-        inner = [t for t in typing.get_args(expected) if t is not type(None)][0]
+        inner = next(t for t in typing.get_args(expected) if t is not type(None))
         if value is None or value == "":
             return None
         return _convert(inner, value, key)

@@ -24,7 +24,7 @@ async def post_tts(url: str, **body: object) -> tuple[int, dict[str, str], bytes
 
 
 async def pcm_of(url: str, text: str = TEXT) -> np.ndarray:
-    status, headers, data = await post_tts(url, text=text, format="pcm", seed=SEED)
+    status, _headers, data = await post_tts(url, text=text, format="pcm", seed=SEED)
     assert status == 200
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
 
@@ -65,10 +65,10 @@ async def test_the_first_audio_arrives_long_before_the_last(server: str) -> None
 
 
 async def test_get_with_query_string_streams_for_audio_elements(server: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{server}/api/tts", params={"text": "Hi.", "format": "opus", "length_scale": "1.2"}) as r:
-            assert r.status == 200
-            assert (await r.read())[:4] == b"OggS"
+    params = {"text": "Hi.", "format": "opus", "length_scale": "1.2"}
+    async with aiohttp.ClientSession() as session, session.get(f"{server}/api/tts", params=params) as r:
+        assert r.status == 200
+        assert (await r.read())[:4] == b"OggS"
 
 
 async def test_voices_and_health_describe_the_appliance(server: str) -> None:
@@ -103,7 +103,7 @@ async def test_voices_and_health_describe_the_appliance(server: str) -> None:
     ],
 )
 async def test_bad_requests_get_a_json_error(server: str, body: dict, status: int, code: str) -> None:
-    got_status, headers, data = await post_tts(server, **body)
+    got_status, _headers, data = await post_tts(server, **body)
     assert got_status == status
     error = json.loads(data)["error"]
     assert error["code"] == code and error["message"]

@@ -100,7 +100,7 @@ async def test_cancel_stops_the_audio_within_a_window_and_is_acknowledged(server
         assert engine.counters.windows == windows
         # The connection is still good for the next utterance.
         await ws.send_json({"type": "speak", "text": "After the barge-in.", "id": "next"})
-        start, audio, end = await receive_utterance(ws)
+        start, audio, _end = await receive_utterance(ws)
         assert start["id"] == "next" and audio
 
 
@@ -110,7 +110,7 @@ async def test_several_utterances_play_in_order_on_one_connection(server: str) -
             await ws.send_json({"type": "speak", "text": f"Utterance number {i + 1}.", "format": "wav"})
         ids = []
         for _ in range(3):
-            start, audio, end = await receive_utterance(ws)
+            _start, audio, end = await receive_utterance(ws)
             assert audio[:4] == b"RIFF"
             ids.append(end["id"])
     assert ids == ["u1", "u2", "u3"]
@@ -134,7 +134,7 @@ async def test_bad_messages_get_error_messages_and_the_connection_carries_on(ser
         await ws.send_bytes(b"\x00\x01")
         assert (await next_json(ws))["code"] == "unexpected_binary"
         await ws.send_json({"type": "speak", "text": "Still listening."})
-        start, audio, end = await receive_utterance(ws)
+        _start, audio, _end = await receive_utterance(ws)
         assert audio
 
 

@@ -51,7 +51,9 @@ async def speak(request: web.Request) -> web.StreamResponse:
     return await stream_audio(request, prepared, audio_format)
 
 
-async def stream_audio(request: web.Request, prepared: PreparedRequest, audio_format: AudioFormat) -> web.StreamResponse:
+async def stream_audio(
+    request: web.Request, prepared: PreparedRequest, audio_format: AudioFormat
+) -> web.StreamResponse:
     engine = request.app[ENGINE]
     settings = EncoderSettings(opus_bitrate=request.app[CONFIG].audio.opus_bitrate)
     sample_rate = prepared.voice.config.sample_rate
