@@ -1,0 +1,213 @@
+"""Announces the appliance with mDNS/DNS-SD and keeps the announcement true while the daemon runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Final, Self
+
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+from ..status import StatusBoard
+from .addresses import HostAddress, host_addresses, select_addresses, zeroconf_interfaces
+from .names import SERVICE_TYPES
+from .settings import MdnsSettings
+from .txt import txt_properties
+
+log = logging.getLogger(__name__)
+
+STATUS_COMPONENT = "mdns"
+FLUSH_REPEAT_DELAY_S: Final = 1.0
+
+
+class MdnsAnnouncer:
+    """Registers the appliance under `_http._tcp` and `_rkspeech._tcp`, then follows the host's addresses
+    and the StatusBoard's voices, and says goodbye on close.
+
+    One background task does all zeroconf work, so registration, address and TXT updates never overlap.
+    Nothing is announced until the chosen interfaces have an address (a board may boot before DHCP)."""
+
+    def __init__(self, settings: MdnsSettings, status: StatusBoard) -> None:
+        self._settings = settings
+        self._status = status
+        self._zc: AsyncZeroconf | None = None
+        self._infos: list[AsyncServiceInfo] = []
+        self._addresses: tuple[HostAddress, ...] = ()
+        self._txt: dict[str, str] = {}
+        self._voices_seen: Any = None
+        self._wake = asyncio.Event()
+        self._announced = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    @property
+    def service_names(self) -> list[str]:
+        """Full service names as finally registered (empty until announced)."""
+        return [info.name for info in self._infos]
+
+    @property
+    def instance_name(self) -> str | None:
+        """The instance name as finally registered, after any rename on a conflict."""
+        return _instance_of(self._infos[0]) if self._infos else None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._voices_seen = self._status.get("voices")
+        self._unsubscribe = self._status.subscribe(lambda snapshot: self._on_status(loop, snapshot))
+        self._report(state="starting")
+        self._task = asyncio.create_task(self._run(), name="mdns announcer")
+
+    async def announced(self) -> str:
+        """Wait until both services are registered; returns the final instance name."""
+        await self._announced.wait()
+        assert self.instance_name is not None
+        return self.instance_name
+
+    async def close(self) -> None:
+        """Stop following changes and send goodbyes, so browsers drop the appliance at once."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self._stop_zeroconf()
+        self._report(state="stopped")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _on_status(self, loop: asyncio.AbstractEventLoop, snapshot: dict[str, Any]) -> None:
+        # Components may write the board from worker threads; only a voices change touches the TXT.
+        voices = snapshot.get("voices", {})
+        if voices != self._voices_seen:
+            self._voices_seen = voices
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()  # before reading the board, so a change made meanwhile wakes the next wait
+            try:
+                await self._reconcile()
+            except Exception as exc:  # a socket or zeroconf failure: start over at the next poll
+                log.exception("mDNS announcement failed; retrying in %.0f s", self._settings.poll_interval_s)
+                self._report(state="error", error=str(exc))
+                await self._stop_zeroconf()
+            await self._wait_for_change()
+
+    async def _wait_for_change(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.poll_interval_s):
+                await self._wake.wait()
+                await asyncio.sleep(self._settings.txt_settle_s)
+
+    async def _reconcile(self) -> None:
+        addresses = select_addresses(host_addresses(), self._settings.interfaces, self._settings.ipv6)
+        txt = txt_properties(self._settings.txt, self._status.get("voices"))
+        if self._zc is None:
+            if addresses:
+                await self._register(addresses, txt)
+            else:
+                self._report(state="waiting for an address", error=None)
+        elif addresses and addresses != self._addresses:
+            await self._publish(self._zc, addresses, txt)
+            log.info("mDNS: addresses now %s", [a.address for a in addresses])
+        elif txt != self._txt:
+            await self._publish(self._zc, addresses or self._addresses, txt)
+            log.info("mDNS: TXT now voices=%s backend=%s", txt["voices"], txt["backend"])
+
+    async def _register(self, addresses: tuple[HostAddress, ...], txt: dict[str, str]) -> None:
+        zc = AsyncZeroconf(interfaces=zeroconf_interfaces(addresses), ip_version=_ip_version(addresses))
+        self._zc = zc
+        infos = [self._info(t, f"{self._settings.instance_name}.{t}", addresses, txt) for t in SERVICE_TYPES]
+        # Probing takes about a second per service, so both types probe at once; another appliance with our
+        # name holds both types, so both get the same new name.
+        broadcasts = await asyncio.gather(*(zc.async_register_service(info, allow_name_change=True) for info in infos))
+        self._infos, self._addresses, self._txt = infos, addresses, txt
+        if len({_instance_of(info) for info in infos}) > 1:
+            log.warning("mDNS names differ between service types: %s", self.service_names)
+        self._report_announced()
+        self._announced.set()
+        log.info("mDNS: announced %s on %s", self.service_names, [a.address for a in addresses])
+        await self._wait_all(broadcasts)
+
+    async def _publish(self, zc: AsyncZeroconf, addresses: tuple[HostAddress, ...], txt: dict[str, str]) -> None:
+        """Announce changed addresses or TXT; rebinds zeroconf's sockets when the addresses changed."""
+        # Registry first, then sockets: the re-announcement on new interfaces then carries the new records.
+        broadcasts = await self._update_services(zc, addresses, txt)
+        if addresses != self._addresses:
+            await zc.async_update_interfaces(interfaces=zeroconf_interfaces(addresses))
+        self._addresses, self._txt = addresses, txt
+        self._report_announced()
+        await self._wait_all(broadcasts)
+        # A cache keeps records heard within the last second beside their replacement (RFC 6762 §10.2) and
+        # zeroconf's announcements all go out within half a second; one more a second later makes the
+        # cache-flush bit drop the old address or TXT instead of leaving it until its TTL runs out.
+        await asyncio.sleep(FLUSH_REPEAT_DELAY_S)
+        await self._wait_all(await self._update_services(zc, addresses, txt))
+
+    async def _update_services(
+        self, zc: AsyncZeroconf, addresses: tuple[HostAddress, ...], txt: dict[str, str]
+    ) -> list[Awaitable[Any]]:
+        self._infos = [self._info(info.type, info.name, addresses, txt) for info in self._infos]
+        return [await zc.async_update_service(info) for info in self._infos]
+
+    def _info(
+        self, service_type: str, name: str, addresses: tuple[HostAddress, ...], txt: dict[str, str]
+    ) -> AsyncServiceInfo:
+        return AsyncServiceInfo(
+            service_type,
+            name,
+            port=self._settings.port,
+            properties=dict(txt),
+            server=self._settings.host_name,
+            parsed_addresses=[a.address for a in addresses],
+        )
+
+    async def _stop_zeroconf(self) -> None:
+        zc, self._zc = self._zc, None
+        self._infos, self._addresses, self._txt = [], (), {}
+        self._announced.clear()
+        if zc is not None:
+            await zc.async_close()  # unregisters everything first: the goodbye packets (TTL 0)
+
+    @staticmethod
+    async def _wait_all(broadcasts: list[Awaitable[Any]]) -> None:
+        await asyncio.gather(*broadcasts)
+
+    def _report_announced(self) -> None:
+        self._report(
+            state="announced",
+            name=self.instance_name,
+            services=self.service_names,
+            host=self._settings.host_name,
+            port=self._settings.port,
+            addresses=[a.address for a in self._addresses],
+            error=None,
+        )
+
+    def _report(self, **values: Any) -> None:
+        self._status.update(STATUS_COMPONENT, **values)
+
+
+def _instance_of(info: AsyncServiceInfo) -> str:
+    return info.name[: -len(info.type) - 1]
+
+
+def _ip_version(addresses: tuple[HostAddress, ...]) -> IPVersion:
+    has_v6 = any(a.is_ipv6 for a in addresses)
+    if not has_v6:
+        return IPVersion.V4Only
+    return IPVersion.All if any(not a.is_ipv6 for a in addresses) else IPVersion.V6Only

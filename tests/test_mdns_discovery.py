@@ -1,0 +1,413 @@
+"""The appliance announces itself with mDNS: clients on the LAN find it, read its TXT record, follow changes,
+and drop it when it stops. Real zeroconf instances on loopback; a second host in a network namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from zeroconf import ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from appliance import __version__
+from appliance.app_keys import CONFIG, STATUS
+from appliance.config import ApplianceConfig, MdnsConfig, ServerConfig, VoicesConfig
+from appliance.discovery import (
+    APPLIANCE_SERVICE_TYPE,
+    SERVICE_TYPES,
+    MdnsAnnouncer,
+    MdnsSettings,
+    TxtFacts,
+    mdns_context,
+    txt_properties,
+)
+from appliance.discovery.addresses import HostAddress, select_addresses
+from appliance.status import StatusBoard
+
+PORT = 8848
+DEFAULT_VOICE = "en_US-joe-medium"
+BROWSE_SCRIPT = Path(__file__).with_name("mdns_browse.py")
+EVENT_TIMEOUT_S = 5.0
+
+
+@pytest.fixture
+def board() -> StatusBoard:
+    board = StatusBoard()
+    board.update("voices", **{DEFAULT_VOICE: {"backend": "npu"}, "de_DE-thorsten-low": {"backend": "npu"}})
+    return board
+
+
+@pytest.fixture
+def name() -> str:
+    """A fresh instance name per test, so announcements from another test never match."""
+    return f"test-{uuid.uuid4().hex[:8]} speech"
+
+
+def config_for(name: str, host: str = "127.0.0.1", port: int = PORT) -> ApplianceConfig:
+    return ApplianceConfig(
+        server=ServerConfig(host=host, port=port),
+        voices=VoicesConfig(default=DEFAULT_VOICE),
+        mdns=MdnsConfig(instance_name=name),
+    )
+
+
+def settings_for(name: str, port: int = PORT, node: int = 0xA1B2C3) -> MdnsSettings:
+    """Settings as the daemon derives them, for an appliance listening on loopback."""
+    return MdnsSettings.from_config(config_for(name, port=port), hostname="testbox", node=node)
+
+
+@dataclass
+class Browser:
+    """A client on loopback: browses both service types and remembers what it saw, and when."""
+
+    aiozc: AsyncZeroconf
+    seen: dict[tuple[ServiceStateChange, str], float] = field(default_factory=dict)
+    news: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_change(self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        self.seen.setdefault((state_change, name), time.monotonic())
+        self.news.set()
+
+    async def wait_for(self, change: ServiceStateChange, name: str, timeout: float = EVENT_TIMEOUT_S) -> float:
+        """Wait for `change` on the full service `name`; returns when it arrived (monotonic seconds)."""
+        async with asyncio.timeout(timeout):
+            while (change, name) not in self.seen:
+                self.news.clear()
+                await self.news.wait()
+        return self.seen[change, name]
+
+    async def resolve(self, service_type: str, name: str) -> AsyncServiceInfo:
+        info = AsyncServiceInfo(service_type, name)
+        assert await info.async_request(self.aiozc.zeroconf, 3000), f"{name} did not resolve"
+        return info
+
+    async def txt_when(
+        self, service_type: str, name: str, wanted: Callable[[dict[str, str | None]], bool]
+    ) -> dict[str, str | None]:
+        """Resolve `name` until its TXT satisfies `wanted` (the cache follows the appliance's updates)."""
+        async with asyncio.timeout(EVENT_TIMEOUT_S):
+            while not wanted(txt := (await self.resolve(service_type, name)).decoded_properties):
+                await asyncio.sleep(0.1)
+        return txt
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    browser = Browser(AsyncZeroconf(interfaces=["127.0.0.1"]))
+    service_browser = AsyncServiceBrowser(browser.aiozc.zeroconf, list(SERVICE_TYPES), handlers=[browser.on_change])
+    yield browser
+    await service_browser.async_cancel()
+    await browser.aiozc.async_close()
+
+
+async def announced(announcer: MdnsAnnouncer) -> str:
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
+        return await announcer.announced()
+
+
+async def test_a_client_finds_the_appliance_under_both_types_and_reads_its_txt(
+    browser: Browser, board: StatusBoard, name: str
+) -> None:
+    async with MdnsAnnouncer(settings_for(name), board) as announcer:
+        assert await announced(announcer) == name
+        for service_type in SERVICE_TYPES:
+            full_name = f"{name}.{service_type}"
+            await browser.wait_for(ServiceStateChange.Added, full_name)
+            info = await browser.resolve(service_type, full_name)
+
+            assert info.port == PORT
+            assert info.parsed_addresses() == ["127.0.0.1"]
+            assert info.server == "testbox-speech-a1b2c3.local."
+            assert info.decoded_properties == {
+                "txtvers": "1",
+                "path": "/",
+                "api": "/api/tts",
+                "ws": "/ws/tts",
+                "voicesapi": "/api/voices",
+                "health": "/healthz",
+                "version": __version__,
+                "auth": "none",
+                "backend": "npu",
+                "nvoices": "2",
+                "voices": f"{DEFAULT_VOICE},de_DE-thorsten-low",
+            }
+        assert board.get("mdns")["state"] == "announced"
+        assert board.get("mdns")["name"] == name
+
+
+async def test_a_voice_moving_to_the_cpu_reaches_the_txt_record(
+    browser: Browser, board: StatusBoard, name: str
+) -> None:
+    async with MdnsAnnouncer(settings_for(name), board) as announcer:
+        await announced(announcer)
+        await browser.wait_for(ServiceStateChange.Added, f"{name}.{APPLIANCE_SERVICE_TYPE}")
+
+        board.update("voices", **{"de_DE-thorsten-low": {"backend": "cpu"}, "fr_FR-siwis-low": {"backend": "cpu"}})
+
+        for service_type in SERVICE_TYPES:
+            txt = await browser.txt_when(service_type, f"{name}.{service_type}", lambda t: t["nvoices"] == "3")
+            assert txt["backend"] == "npu,cpu"
+            assert txt["voices"] == f"{DEFAULT_VOICE},de_DE-thorsten-low,fr_FR-siwis-low"
+
+
+async def test_a_second_appliance_with_the_same_name_is_renamed_and_both_resolve(
+    browser: Browser, board: StatusBoard, name: str
+) -> None:
+    other_board = StatusBoard()
+    async with MdnsAnnouncer(settings_for(name, port=PORT, node=1), board) as first:
+        assert await announced(first) == name
+        async with MdnsAnnouncer(settings_for(name, port=PORT + 1, node=2), other_board) as second:
+            renamed = await announced(second)
+
+            assert renamed == f"{name}-2"
+            assert other_board.get("mdns")["name"] == renamed
+            assert second.service_names == [f"{renamed}.{t}" for t in SERVICE_TYPES]
+            for service_type in SERVICE_TYPES:
+                assert (await browser.resolve(service_type, f"{name}.{service_type}")).port == PORT
+                assert (await browser.resolve(service_type, f"{renamed}.{service_type}")).port == PORT + 1
+
+
+async def test_browsers_drop_the_appliance_as_soon_as_it_stops(browser: Browser, board: StatusBoard, name: str) -> None:
+    announcer = MdnsAnnouncer(settings_for(name), board)
+    await announcer.start()
+    try:
+        await announced(announcer)
+        for service_type in SERVICE_TYPES:
+            await browser.wait_for(ServiceStateChange.Added, f"{name}.{service_type}")
+    finally:
+        stopped_at = time.monotonic()
+        await announcer.close()
+
+    for service_type in SERVICE_TYPES:
+        removed_at = await browser.wait_for(ServiceStateChange.Removed, f"{name}.{service_type}", timeout=2.0)
+        assert removed_at - stopped_at < 1.5  # goodbyes, not a TTL expiry (minutes)
+    assert board.get("mdns")["state"] == "stopped"
+
+
+async def test_nothing_is_announced_when_mdns_is_disabled(board: StatusBoard) -> None:
+    app = web.Application()
+    app[CONFIG] = ApplianceConfig(mdns=MdnsConfig(enabled=False))
+    app[STATUS] = board
+    app.cleanup_ctx.append(mdns_context)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await runner.cleanup()
+    assert board.get("mdns") == {"state": "disabled"}
+
+
+# A second host: a network namespace joined to ours by a veth pair.
+
+
+@dataclass(frozen=True)
+class VethLink:
+    namespace: str
+    root_interface: str
+    root_address: str
+    host_address: str
+    """The other host's address, inside the namespace."""
+    spare_address: str
+    """Free address on the same /29, for a test that adds one."""
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=5, check=False)
+
+
+@pytest.fixture
+def veth() -> Iterator[VethLink]:
+    if shutil.which("ip") is None:
+        pytest.skip("needs the 'ip' command (Debian package iproute2)")
+    if os.geteuid() != 0:
+        pytest.skip("creating network namespaces needs root (CAP_NET_ADMIN)")
+    pid = os.getpid()
+    # A /29 per test process, so parallel runs do not collide
+    subnet = f"10.231.{(pid >> 5) & 0xFF}"
+    first = (pid & 0x1F) * 8
+    link = VethLink(
+        namespace=f"rkspeech-test-{pid}",
+        root_interface=f"rkv{pid % 100000}r",
+        root_address=f"{subnet}.{first + 1}",
+        host_address=f"{subnet}.{first + 2}",
+        spare_address=f"{subnet}.{first + 3}",
+    )
+    created = _ip("netns", "add", link.namespace)
+    if created.returncode != 0:
+        pytest.skip(f"cannot create a network namespace: {created.stderr.strip()}")
+    peer = f"rkv{pid % 100000}n"
+    try:
+        for command in (
+            ["link", "add", link.root_interface, "type", "veth", "peer", "name", peer, "netns", link.namespace],
+            ["addr", "add", f"{link.root_address}/29", "dev", link.root_interface],
+            ["link", "set", link.root_interface, "multicast", "on", "up"],
+            ["-n", link.namespace, "addr", "add", f"{link.host_address}/29", "dev", peer],
+            ["-n", link.namespace, "link", "set", peer, "multicast", "on", "up"],
+            ["-n", link.namespace, "link", "set", "lo", "up"],
+        ):
+            result = _ip(*command)
+            assert result.returncode == 0, f"ip {' '.join(command)}: {result.stderr}"
+        yield link
+    finally:
+        _ip("link", "del", link.root_interface)  # removes both ends
+        _ip("netns", "del", link.namespace)
+
+
+@dataclass
+class RemoteBrowser:
+    """mdns_browse.py running on the other host; reads its JSON lines."""
+
+    process: asyncio.subprocess.Process
+
+    async def next_sighting(self, timeout: float = 10.0) -> dict:
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout):
+            line = await self.process.stdout.readline()
+        assert line, f"browser exited: {await self.stderr()}"
+        sighting = json.loads(line)
+        assert "error" not in sighting, f"{sighting['error']}; stderr: {await self.stderr()}"
+        return sighting
+
+    async def stderr(self) -> str:
+        assert self.process.stderr is not None
+        async with asyncio.timeout(5):
+            return (await self.process.stderr.read()).decode()
+
+
+StartBrowser = Callable[..., Awaitable[RemoteBrowser]]
+
+
+@pytest.fixture
+async def remote_browser(veth: VethLink) -> AsyncIterator[StartBrowser]:
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(*options: str) -> RemoteBrowser:
+        process = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", veth.namespace, sys.executable, str(BROWSE_SCRIPT),
+            "--interface", veth.host_address, "--type", APPLIANCE_SERVICE_TYPE, "--timeout", "10", *options,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        processes.append(process)
+        return RemoteBrowser(process)
+
+    yield start
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+        await asyncio.wait_for(process.wait(), 5)
+
+
+async def test_a_second_host_discovers_the_appliance_and_reaches_its_health_endpoint(
+    veth: VethLink, remote_browser: StartBrowser, board: StatusBoard, name: str
+) -> None:
+    listener = socket.create_server((veth.root_address, 0))
+    port = listener.getsockname()[1]
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__})
+
+    app = web.Application()
+    app[CONFIG] = config_for(name, veth.root_address, port)
+    app[STATUS] = board
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(mdns_context)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, listener).start()
+        browser = await remote_browser("--fetch-health")
+
+        sighting = await browser.next_sighting()
+
+        assert sighting["name"] == f"{name}.{APPLIANCE_SERVICE_TYPE}"
+        assert sighting["addresses"] == [veth.root_address]
+        assert sighting["port"] == port
+        assert sighting["txt"]["version"] == __version__
+        assert sighting["status"] == 200
+        assert json.loads(sighting["body"]) == {"status": "ok", "version": __version__}
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.slow  # mDNS caches keep what they heard in the last second: the flush takes ~2.5 s
+async def test_a_renumbered_interface_is_announced_with_its_new_address(
+    veth: VethLink, remote_browser: StartBrowser, board: StatusBoard, name: str
+) -> None:
+    settings = MdnsSettings(
+        instance_name=name,
+        host_name="testbox-speech-a1b2c3.local.",
+        port=PORT,
+        txt=TxtFacts(version=__version__),
+        interfaces=(veth.root_interface,),
+        poll_interval_s=0.2,
+    )
+    async with MdnsAnnouncer(settings, board) as announcer:
+        await announced(announcer)
+        browser = await remote_browser("--until-addresses", veth.spare_address)
+        assert (await browser.next_sighting())["addresses"] == [veth.root_address]
+
+        # A new DHCP lease: the old address goes, a new one comes. (Deleting the old one after adding the new
+        # would take both: Linux drops secondary addresses with the primary unless promote_secondaries is set.)
+        assert _ip("addr", "del", f"{veth.root_address}/29", "dev", veth.root_interface).returncode == 0
+        assert _ip("addr", "add", f"{veth.spare_address}/29", "dev", veth.root_interface).returncode == 0
+
+        async with asyncio.timeout(EVENT_TIMEOUT_S):
+            while (await browser.next_sighting())["addresses"] != [veth.spare_address]:
+                pass
+        assert board.get("mdns")["addresses"] == [veth.spare_address]
+
+
+# What goes into the announcement, without a network.
+
+
+def test_a_long_voice_list_is_cut_at_a_whole_name_with_the_default_voice_first() -> None:
+    voices = {f"xx_XX-voice{i:03d}-medium": {"backend": "cpu"} for i in range(40)}
+    voices[DEFAULT_VOICE] = {"backend": "npu"}
+
+    txt = txt_properties(TxtFacts(version="1.0", default_voice=DEFAULT_VOICE), voices)
+
+    listed = txt["voices"].split(",")
+    assert listed[0] == DEFAULT_VOICE
+    assert set(listed) <= set(voices)
+    assert len(listed) < len(voices)
+    assert txt["nvoices"] == "41"
+    assert txt["backend"] == "npu,cpu"
+    assert all(len(f"{key}={value}".encode()) <= 255 for key, value in txt.items())
+
+
+def test_the_listener_address_decides_what_is_announced() -> None:
+    def chosen(host: str) -> tuple[tuple[str, ...] | None, bool]:
+        settings = MdnsSettings.from_config(ApplianceConfig(server=ServerConfig(host=host)), hostname="rock-5b.lan")
+        return settings.interfaces, settings.ipv6
+
+    assert chosen("0.0.0.0") == (None, False)
+    assert chosen("::") == (None, True)
+    assert chosen("192.168.1.20") == (("192.168.1.20",), False)
+    assert MdnsSettings.from_config(ApplianceConfig(), hostname="rock-5b.lan").instance_name == "rock-5b speech"
+
+
+def test_loopback_and_ipv6_are_announced_only_when_asked_for() -> None:
+    host = [
+        HostAddress("lo", 1, "127.0.0.1"),
+        HostAddress("eth0", 2, "192.168.1.20"),
+        HostAddress("eth0", 2, "fe80::1"),
+        HostAddress("wlan0", 3, "10.0.0.7"),
+    ]
+
+    def addresses(wanted: tuple[str, ...] | None, ipv6: bool = False) -> list[str]:
+        return [a.address for a in select_addresses(host, wanted, ipv6)]
+
+    assert addresses(None) == ["192.168.1.20", "10.0.0.7"]
+    assert addresses(None, ipv6=True) == ["192.168.1.20", "fe80::1", "10.0.0.7"]
+    assert addresses(("eth0",)) == ["192.168.1.20"]
+    assert addresses(("127.0.0.1",)) == ["127.0.0.1"]
