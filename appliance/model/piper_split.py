@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import onnx
+from onnx import shape_inference
 
 from .graph_cut import (
     GraphIndex,
@@ -62,6 +63,9 @@ def split_piper_voice(model: onnx.ModelProto) -> SplitVoice:
     # Deep models: the recursive graph walks in onnx's shape inference and ours need head room.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     lifted_model, noises = lift_random_nodes(model)
+    # onnx's Extractor reads the shapes stored in the model (onnx >= 1.17 no longer infers them), and newer
+    # torch exporters store none: infer them once, so every cut point has a value_info.
+    lifted_model = shape_inference.infer_shapes(lifted_model)
     index = GraphIndex(lifted_model)
     try:
         flow_inputs = index.module_inputs(FLOW_SCOPE)
