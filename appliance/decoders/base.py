@@ -14,6 +14,8 @@ class StageBackend(Protocol):
     """Shown in /healthz and logs, e.g. 'cpu' or 'npu'."""
     fixed_window: int | None
     """Total frames (context included) of the one input shape the backend accepts; None for any size."""
+    context: int | None
+    """Context frames each side the compiled model was verified with; None: the stage's default."""
 
     def run(self, feeds: Feeds) -> np.ndarray:
         """Runs one window: framed inputs [1, C, W] (zero-padded to `fixed_window` if set) plus per-utterance

@@ -12,6 +12,7 @@ from ..synthesis.windowing import Feeds
 class CpuStageBackend:
     name = "cpu"
     fixed_window: int | None = None
+    context: int | None = None
 
     def __init__(self, graph: StageGraph, settings: OrtSettings) -> None:
         self._stage = OnnxStage(graph, settings)

@@ -23,6 +23,7 @@ from ..status import StatusBoard
 from ..text.phoneme_ids import phonemes_to_ids
 from ..text.phonemes import Phonemizer
 from ..text.sentences import text_pieces
+from .fallback import RequestFallback
 from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest
 from .voice_runtime import Latent, LoadedVoice, SynthesisParams
 
@@ -69,6 +70,8 @@ class SpeechEngine:
 
     def close(self) -> None:
         self._workers.shutdown(wait=True, cancel_futures=True)
+        for voice in self.voices.values():
+            voice.close()
 
     # -- requests -------------------------------------------------------------------------------------
 
@@ -122,6 +125,7 @@ class SpeechEngine:
                     await latents.put(latent)
             await latents.put(None)
 
+        fallback = RequestFallback(voice.fallback_counters)
         self._track(+1)
         encoder = asyncio.create_task(encode_ahead())
         useful: int | None = None
@@ -131,7 +135,7 @@ class SpeechEngine:
                 latent = await _next_or_raise(latents, encoder)
                 if latent is None:
                     break
-                windows = voice.audio_windows(latent, useful)
+                windows = voice.audio_windows(latent, useful, fallback)
                 while (step := await loop.run_in_executor(self._workers, windows.run_next)) is not None:
                     window, audio = step
                     self.counters.windows += 1

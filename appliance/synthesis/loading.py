@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ApplianceConfig
-from ..decoders.cpu_onnx import CpuStageBackend
+from ..decoders.npu_detect import NpuProbe, probe_npu
+from ..decoders.selection import choose_backends
 from ..model.onnx_stage import OrtSettings
 from ..model.split_cache import load_split_voice
 from ..status import StatusBoard
-from ..voices.catalog import VoiceFiles, discover_voices
+from ..voices.catalog import discover_voices
 from .engine import SpeechEngine
 from .voice_runtime import LoadedVoice, SynthesisParams, WindowSettings
 
@@ -22,8 +23,11 @@ log = logging.getLogger(__name__)
 WARMUP_TEXT = "Ready."
 
 
-def load_engine(config: ApplianceConfig, status: StatusBoard) -> SpeechEngine:
-    """Blocking (seconds): run it off the event loop."""
+def load_engine(config: ApplianceConfig, status: StatusBoard, npu: NpuProbe | None = None) -> SpeechEngine:
+    """Blocking (seconds): run it off the event loop. `npu`: what the board offers (probed if not given)."""
+    if npu is None:
+        npu = probe_npu() if config.npu.enabled else NpuProbe(False, "NPU disabled in the configuration")
+    log.info("NPU: %s", npu.reason)
     found = discover_voices(config.voices.folder)
     if config.voices.default not in found:
         raise ValueError(f"default voice {config.voices.default!r} not found; have {sorted(found)}")
@@ -32,19 +36,17 @@ def load_engine(config: ApplianceConfig, status: StatusBoard) -> SpeechEngine:
     windows = WindowSettings(config.synthesis.first_window_frames, config.synthesis.max_window_frames)
     voices = {}
     for name, files in found.items():
-        voices[name] = load_voice(files, cache, ort_settings, windows)
-        status.update("voices", **{name: {"backend": "cpu", "reason": "CPU decoder (onnxruntime)"}})
-        log.info("voice %s loaded (%d Hz, %d speaker(s)), decoder on cpu", name, files.config.sample_rate,
-                 files.config.num_speakers)
+        split = load_split_voice(files.onnx_path, cache)
+        choice = choose_backends(files, split, ort_settings, config.npu, npu)
+        voices[name] = LoadedVoice(files, split, ort_settings, choice.decoder, flow=choice.flow, windows=windows,
+                                   cpu_fallback=choice.backend != "cpu")
+        status.update("voices", **{name: {"backend": choice.backend, "reason": choice.reason}})
+        log.info("voice %s loaded (%d Hz, %d speaker(s)); decoder on %s: %s", name, files.config.sample_rate,
+                 files.config.num_speakers, choice.backend, choice.reason)
     engine = SpeechEngine(voices, config.voices.default, config.synthesis, config.server.max_text_chars, status)
     for voice in voices.values():
         warm_up(engine, voice)
     return engine
-
-
-def load_voice(files: VoiceFiles, cache: Path | None, ort: OrtSettings, windows: WindowSettings) -> LoadedVoice:
-    split = load_split_voice(files.onnx_path, cache)
-    return LoadedVoice(files, split, ort, CpuStageBackend(split.decoder, ort), windows=windows)
 
 
 def warm_up(engine: SpeechEngine, voice: LoadedVoice) -> None:

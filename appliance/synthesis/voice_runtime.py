@@ -9,10 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..decoders.base import StageBackend
+from ..decoders.cpu_onnx import CpuStageBackend
 from ..model.onnx_stage import OnnxStage, OrtSettings
 from ..model.piper_split import SplitVoice
 from ..voices.catalog import VoiceFiles
 from ..voices.voice_config import VoiceConfig
+from .fallback import FallbackCounters, RequestFallback
 from .windowing import FrameSource, RunWindow, TensorSource, WindowedStage, WindowPolicy
 
 DECODER_CONTEXT_FRAMES = 8
@@ -53,8 +55,10 @@ class LoadedVoice:
         decoder: StageBackend,
         flow: StageBackend | None = None,
         windows: WindowSettings | None = None,
+        cpu_fallback: bool = False,
     ) -> None:
-        """`flow` set: the flow runs windowed on that backend (the NPU path); unset: whole, on the CPU."""
+        """`flow` set: the flow runs windowed on that backend (the NPU path); unset: whole, on the CPU.
+        `cpu_fallback`: keep CPU copies of the windowed stages, for requests whose NPU windows fail."""
         self.name = files.name
         self.files = files
         self.config: VoiceConfig = files.config
@@ -64,7 +68,28 @@ class LoadedVoice:
         self.decoder = decoder
         self.flow = flow
         self.windows = windows or WindowSettings()
+        self.fallback_counters = FallbackCounters()
+        self.cpu_decoder: StageBackend | None = None
+        self.cpu_flow: StageBackend | None = None
+        if cpu_fallback:
+            self.cpu_decoder = CpuStageBackend(split.decoder, ort_settings)
+            self.cpu_flow = CpuStageBackend(split.flow, ort_settings) if flow is not None else None
         self.samples_per_frame = self._measure_upsampling()
+
+    def close(self) -> None:
+        for backend in (self.decoder, self.flow):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+    def describe_backend(self) -> dict:
+        """For /healthz: where each windowed stage runs, NPU core states and fallback counts."""
+        described: dict = {"decoder": self.decoder.name, "flow": self.flow.name if self.flow else "cpu (whole)"}
+        describe = getattr(self.decoder, "describe", None)
+        if describe is not None:
+            described["npu"] = {"decoder": describe(), "flow": getattr(self.flow, "describe", dict)()}
+            described["fallback"] = self.fallback_counters.as_dict()
+        return described
 
     # -- encoding -------------------------------------------------------------------------------------
 
@@ -99,33 +124,40 @@ class LoadedVoice:
     # -- decoding -------------------------------------------------------------------------------------
 
     def decoder_policy(self) -> WindowPolicy:
-        return WindowPolicy(DECODER_CONTEXT_FRAMES, self.decoder.fixed_window,
+        return WindowPolicy(self.decoder.context or DECODER_CONTEXT_FRAMES, self.decoder.fixed_window,
                             self.windows.first_useful, self.windows.max_useful)
 
     def flow_policy(self) -> WindowPolicy:
-        fixed = self.flow.fixed_window if self.flow else None
-        return WindowPolicy(FLOW_CONTEXT_FRAMES, fixed, self.windows.max_useful, self.windows.max_useful)
+        if self.flow is None:
+            return WindowPolicy(FLOW_CONTEXT_FRAMES, None, self.windows.max_useful, self.windows.max_useful)
+        return WindowPolicy(self.flow.context or FLOW_CONTEXT_FRAMES, self.flow.fixed_window,
+                            self.windows.max_useful, self.windows.max_useful)
 
     def audio_windows(
         self,
         latent: Latent,
         start_useful: int | None,
-        run_decoder: RunWindow | None = None,
-        run_flow: RunWindow | None = None,
+        fallback: RequestFallback | None = None,
         policy: WindowPolicy | None = None,
     ) -> WindowedStage:
         """The decoder over the latent, window by window (each `run_next()` yields audio [1, 1, n]).
-        `run_decoder`/`run_flow` replace the backends' own `run` (the scheduler adds fallback there)."""
+        With `fallback`, a failing NPU window and the rest of the request go to the CPU."""
+        run_decoder: RunWindow = self.decoder.run
+        run_flow: RunWindow | None = self.flow.run if self.flow else None
+        if fallback is not None and self.cpu_decoder is not None:
+            run_decoder = fallback.runner(self.decoder, self.cpu_decoder)
+            if self.flow is not None and self.cpu_flow is not None:
+                run_flow = fallback.runner(self.flow, self.cpu_flow)
         source: FrameSource = latent.source
         if self.flow is not None:
             flow_out = self.split.flow.outputs[0]
             source = WindowedStage(source, flow_out, self.flow_policy().windows(latent.frames),
-                                   run_flow or self.flow.run, latent.constants)
+                                   run_flow, latent.constants)
         return WindowedStage(
             source,
             self.split.decoder.outputs[0],
             (policy or self.decoder_policy()).windows(latent.frames, start_useful),
-            run_decoder or self.decoder.run,
+            run_decoder,
             _only(latent.constants, self.split.decoder.inputs),
             upsample=self.samples_per_frame,
         )

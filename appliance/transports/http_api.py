@@ -92,6 +92,8 @@ async def health(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     board = request.app[STATUS].snapshot()
     voices_status = board.pop("voices", {})
+    for name, voice in engine.voices.items():
+        voices_status.setdefault(name, {}).update(voice.describe_backend())
     backends = sorted({v.get("backend", "cpu") for v in voices_status.values()})
     body = {
         "status": "ok",

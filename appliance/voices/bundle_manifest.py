@@ -1,0 +1,107 @@
+"""The NPU voice bundle's manifest (`models/rknn/NAME/manifest.json`): written by `conversion`, read by the
+daemon, parsed here and nowhere else."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+MANIFEST_NAME: Final = "manifest.json"
+FORMAT_VERSION: Final = 1
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, unreadable or inconsistent; the message names the key or file."""
+
+
+@dataclass(frozen=True)
+class CompiledStage:
+    file: str
+    """The `.rknn` file, relative to the bundle folder."""
+    window: int
+    """Total frames of the model's one input shape (useful frames + 2 x context)."""
+    context: int
+    """Frames of context on each side, cropped after each run."""
+    inputs: tuple[str, ...]
+    """ONNX tensor names of the model's inputs, in the order the runtime takes them."""
+    framed_inputs: tuple[str, ...]
+    snr_db: float
+    """Simulator output against onnxruntime on the same windows."""
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    voice: str
+    target: str
+    """SoC the models were compiled for, e.g. 'rk3588'."""
+    toolkit_version: str
+    source_onnx_sha256: str
+    sample_rate: int
+    flow: CompiledStage
+    decoder: CompiledStage
+    pipeline_snr_db: float
+    """Whole windowed flow + decoder chain in the simulator against onnxruntime's whole-utterance audio."""
+    files: Mapping[str, str]
+    """sha256 of every file in the bundle but the manifest."""
+    created_at: str
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @staticmethod
+    def from_dict(raw: Mapping[str, Any]) -> BundleManifest:
+        try:
+            version = int(raw.get("format_version", 0))
+            if version != FORMAT_VERSION:
+                raise ManifestError(f"format_version {version} is not {FORMAT_VERSION}; reconvert the voice")
+            return BundleManifest(
+                voice=str(raw["voice"]),
+                target=str(raw["target"]),
+                toolkit_version=str(raw["toolkit_version"]),
+                source_onnx_sha256=str(raw["source_onnx_sha256"]),
+                sample_rate=int(raw["sample_rate"]),
+                flow=_stage(raw["flow"], "flow"),
+                decoder=_stage(raw["decoder"], "decoder"),
+                pipeline_snr_db=float(raw["pipeline_snr_db"]),
+                files={str(k): str(v) for k, v in raw["files"].items()},
+                created_at=str(raw["created_at"]),
+            )
+        except KeyError as e:
+            raise ManifestError(f"missing key {e.args[0]!r}") from e
+        except (TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, ManifestError):
+                raise
+            raise ManifestError(f"malformed manifest: {e}") from e
+
+    @staticmethod
+    def load(folder: Path) -> BundleManifest:
+        path = folder / MANIFEST_NAME
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ManifestError(f"{path}: {e}") from e
+        try:
+            return BundleManifest.from_dict(raw)
+        except ManifestError as e:
+            raise ManifestError(f"{path}: {e}") from e
+
+
+def _stage(raw: Mapping[str, Any], name: str) -> CompiledStage:
+    try:
+        stage = CompiledStage(
+            file=str(raw["file"]),
+            window=int(raw["window"]),
+            context=int(raw["context"]),
+            inputs=tuple(str(i) for i in raw["inputs"]),
+            framed_inputs=tuple(str(i) for i in raw["framed_inputs"]),
+            snr_db=float(raw["snr_db"]),
+        )
+    except KeyError as e:
+        raise ManifestError(f"{name}: missing key {e.args[0]!r}") from e
+    if stage.window <= 2 * stage.context:
+        raise ManifestError(f"{name}: window {stage.window} leaves no useful frames beside 2x{stage.context}")
+    return stage
