@@ -1,4 +1,4 @@
-"""HTTP: `POST /api/tts` (and `GET /api/tts?text=…` for <audio> elements) streams audio as it is made;
+"""HTTP: `POST /api/tts` (and `GET /api/tts?text=…`, for links and <audio> elements) streams audio as it is made;
 `GET /api/voices`, `GET /healthz`, and the web page at `/`."""
 
 from __future__ import annotations

@@ -1,0 +1,129 @@
+"""A double of rknn-toolkit-lite2's `RKNNLite`, for a machine without an RK3588 NPU.
+
+It honours the real API and its constraints: `load_rknn` before `init_runtime` before `inference`, return
+codes (0 / -1) and `None` from a failed inference as the runtime gives them, core masks as RKNNLite defines
+them, inputs refused unless their count, shape and dtype are exactly the compiled model's (the runtime logs
+an error and returns None). It computes with the stage's ONNX model on onnxruntime at the fixed window, and
+can be told to fail or to hang, per core.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from appliance.model.onnx_stage import OnnxStage, OrtSettings
+from appliance.model.piper_split import StageGraph
+
+NPU_CORE_AUTO = 0
+NPU_CORE_0 = 1
+NPU_CORE_1 = 2
+NPU_CORE_2 = 4
+NPU_CORE_0_1 = 3
+NPU_CORE_0_1_2 = 7
+VALID_MASKS = {NPU_CORE_AUTO, NPU_CORE_0, NPU_CORE_1, NPU_CORE_2, NPU_CORE_0_1, NPU_CORE_0_1_2}
+
+
+@dataclass
+class CompiledModel:
+    graph: StageGraph
+    window: int
+    channels: Mapping[str, int]
+    """Channel count of each input ([1, C, window] framed, [1, C, 1] per utterance)."""
+
+
+@dataclass
+class FakeBoard:
+    """The NPU as the doubles see it: compiled models by file, faults to inject, what ran where."""
+
+    models: dict[str, CompiledModel] = field(default_factory=dict)
+    fail_cores: set[int] = field(default_factory=set)
+    hang_cores: set[int] = field(default_factory=set)
+    fail_after_windows: int | None = None
+    """Every core fails once this many windows have run in total."""
+    windows_by_core: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    release_hangs: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def runtime(self) -> FakeRKNNLite:
+        return FakeRKNNLite(board=self)
+
+    def total_windows(self) -> int:
+        return sum(self.windows_by_core.values())
+
+
+class FakeRKNNLite:
+    NPU_CORE_AUTO = NPU_CORE_AUTO
+    NPU_CORE_0 = NPU_CORE_0
+    NPU_CORE_1 = NPU_CORE_1
+    NPU_CORE_2 = NPU_CORE_2
+    NPU_CORE_0_1 = NPU_CORE_0_1
+    NPU_CORE_0_1_2 = NPU_CORE_0_1_2
+
+    def __init__(self, verbose: bool = False, verbose_file: str | None = None, *, board: FakeBoard) -> None:
+        self._board = board
+        self._model: CompiledModel | None = None
+        self._stage: OnnxStage | None = None
+        self._core: int | None = None
+
+    def load_rknn(self, path: str) -> int:
+        model = self._board.models.get(str(Path(path)))
+        if model is None or not Path(path).exists():
+            self._board.errors.append(f"load_rknn: {path} is not a valid rknn model")
+            return -1
+        self._model = model
+        return 0
+
+    def init_runtime(self, target: str | None = None, device_id: str | None = None, async_mode: bool = False,
+                     core_mask: int = NPU_CORE_AUTO) -> int:
+        if self._model is None:
+            self._board.errors.append("init_runtime: load_rknn first")
+            return -1
+        if core_mask not in VALID_MASKS:
+            self._board.errors.append(f"init_runtime: invalid core_mask {core_mask}")
+            return -1
+        self._core = {NPU_CORE_0: 0, NPU_CORE_1: 1, NPU_CORE_2: 2}.get(core_mask, 0)
+        self._stage = OnnxStage(self._model.graph, OrtSettings(intra_op_threads=1))
+        return 0
+
+    def inference(self, inputs: list[np.ndarray] | None = None, data_format: object = None,
+                  inputs_pass_through: object = None, get_frame_id: bool = False) -> list[np.ndarray] | None:
+        if self._stage is None or self._model is None or self._core is None:
+            self._board.errors.append("inference: init_runtime first")
+            return None
+        model = self._model
+        names = model.graph.inputs
+        if inputs is None or len(inputs) != len(names):
+            self._board.errors.append(f"inference: expected {len(names)} inputs, got {len(inputs or [])}")
+            return None
+        for name, array in zip(names, inputs, strict=True):
+            length = model.window if name in model.graph.framed_inputs else 1
+            expected = (1, model.channels[name], length)
+            if not isinstance(array, np.ndarray) or array.shape != expected or array.dtype != np.float32:
+                got = (getattr(array, "shape", None), getattr(array, "dtype", None))
+                self._board.errors.append(f"inference: input {name} must be float32 {expected}, got {got}")
+                return None
+        core = self._core
+        with self._board._lock:
+            done = self._board.total_windows()
+            failing = core in self._board.fail_cores or (
+                self._board.fail_after_windows is not None and done >= self._board.fail_after_windows)
+            hanging = core in self._board.hang_cores
+        if hanging:
+            self._board.release_hangs.wait(timeout=30)
+            return None
+        if failing:
+            raise RuntimeError(f"rknn_run failed on core {core} (injected)")
+        output = self._stage.run(dict(zip(names, inputs, strict=True)))[model.graph.outputs[0]]
+        with self._board._lock:
+            self._board.windows_by_core[core] = self._board.windows_by_core.get(core, 0) + 1
+        return [output]
+
+    def release(self) -> None:
+        self._stage = None
+        self._model = None

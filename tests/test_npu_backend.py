@@ -1,0 +1,235 @@
+"""The NPU path on a double of rknn-toolkit-lite2 (no RK3588 here): windows spread over three cores, start-up
+fallback with a reason for every way a bundle can be unusable, and mid-stream failures or hangs that the CPU
+covers so the client's audio equals the CPU-only audio sample for sample."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.config import ApplianceConfig, SynthesisConfig
+from appliance.decoders.cpu_onnx import CpuStageBackend
+from appliance.decoders.npu_detect import NpuProbe
+from appliance.decoders.selection import choose_backends
+from appliance.model.onnx_stage import OrtSettings
+from appliance.model.piper_split import SplitVoice, StageGraph
+from appliance.model.split_cache import file_sha256, load_split_voice
+from appliance.status import StatusBoard
+from appliance.synthesis.engine import SpeechEngine
+from appliance.synthesis.loading import load_engine
+from appliance.synthesis.request import SynthesisRequest
+from appliance.synthesis.voice_runtime import LoadedVoice
+from appliance.voices.bundle_manifest import BundleManifest, CompiledStage
+from appliance.voices.catalog import VoiceFiles, bundled_default_voice
+from tests.conftest import make_config
+from tests.fake_rknnlite import CompiledModel, FakeBoard
+
+FLOW_WINDOW, FLOW_CONTEXT = 96, 16
+DECODER_WINDOW, DECODER_CONTEXT = 48, 8
+TEXT = "The appliance keeps talking when its NPU stumbles. Nobody hears the difference, sample for sample."
+ORT = OrtSettings(intra_op_threads=1)
+
+
+def channels(graph: StageGraph) -> dict[str, int]:
+    return {i.name: i.type.tensor_type.shape.dim[1].dim_value for i in graph.model.graph.input}
+
+
+def write_bundle(folder: Path, files: VoiceFiles, split: SplitVoice, board: FakeBoard, target: str = "rk3588",
+                 toolkit: str = "2.5.0") -> Path:
+    """A bundle as `conversion` writes it; the `.rknn` files hold stand-in bytes that the double 'loads'."""
+    bundle = folder / files.name
+    bundle.mkdir(parents=True, exist_ok=True)
+    stages = {}
+    for graph, window, context in ((split.flow, FLOW_WINDOW, FLOW_CONTEXT),
+                                   (split.decoder, DECODER_WINDOW, DECODER_CONTEXT)):
+        path = bundle / f"{graph.name}-{window}.rknn"
+        path.write_bytes(b"RKNN stand-in for " + graph.name.encode())
+        board.models[str(path)] = CompiledModel(graph, window, channels(graph))
+        stages[graph.name] = CompiledStage(path.name, window, context, graph.inputs, graph.framed_inputs, 56.0)
+    manifest = BundleManifest(
+        voice=files.name, target=target, toolkit_version=toolkit, source_onnx_sha256=file_sha256(files.onnx_path),
+        sample_rate=files.config.sample_rate, flow=stages["flow"], decoder=stages["decoder"], pipeline_snr_db=55.0,
+        files={p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bundle.glob("*.rknn")},
+        created_at="2026-11-22T00:00:00Z",
+    )
+    (bundle / "manifest.json").write_text(manifest.to_json())
+    return bundle
+
+
+def rk3588(board: FakeBoard, runtime_version: str = "2.5.0") -> NpuProbe:
+    return NpuProbe(True, "rk3588 NPU with 3 core(s) (double)", "rk3588", (0, 1, 2), runtime_version, "0.9.8",
+                    runtime_factory=board.runtime)
+
+
+@pytest.fixture(scope="module")
+def files() -> VoiceFiles:
+    return bundled_default_voice()
+
+
+@pytest.fixture(scope="module")
+def split(files: VoiceFiles, state_folder: Path) -> SplitVoice:
+    return load_split_voice(files.onnx_path, state_folder / "split-cache")
+
+
+@pytest.fixture
+def board() -> Iterator[FakeBoard]:
+    board = FakeBoard()
+    yield board
+    board.release_hangs.set()
+
+
+@pytest.fixture
+def npu_config(tmp_path: Path, state_folder: Path) -> ApplianceConfig:
+    return make_config(state_folder, **{"npu.bundles_folder": str(tmp_path / "bundles"),
+                                        "npu.inference_deadline_s": 1.0, "npu.core_retry_s": 30.0})
+
+
+@pytest.fixture(scope="module")
+def cpu_reference(files: VoiceFiles, split: SplitVoice) -> Iterator[SpeechEngine]:
+    """The CPU alone, decoding the very windows the NPU would (same sizes, same zero padding)."""
+
+    class FixedWindowCpu(CpuStageBackend):
+        def __init__(self, graph: StageGraph, window: int, context: int) -> None:
+            super().__init__(graph, ORT)
+            self.fixed_window, self.context = window, context
+
+    voice = LoadedVoice(files, split, ORT, FixedWindowCpu(split.decoder, DECODER_WINDOW, DECODER_CONTEXT),
+                        flow=FixedWindowCpu(split.flow, FLOW_WINDOW, FLOW_CONTEXT))
+    engine = SpeechEngine({files.name: voice}, files.name, SynthesisConfig(), 10_000, StatusBoard())
+    yield engine
+    engine.close()
+
+
+async def speak(engine: SpeechEngine, text: str = TEXT, seed: int = 99) -> np.ndarray:
+    prepared = engine.prepare(SynthesisRequest(text=text, seed=seed))
+    return np.concatenate([chunk.samples async for chunk in engine.stream(prepared)])
+
+
+async def test_a_matching_bundle_runs_flow_and_decoder_on_the_npu(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, cpu_reference: SpeechEngine
+) -> None:
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    status = StatusBoard()
+    engine = load_engine(npu_config, status, rk3588(board))
+    try:
+        voice_status = status.get("voices")[files.name]
+        assert voice_status["backend"] == "npu"
+        assert "NPU cores 0,1,2" in voice_status["reason"]
+        audio = await speak(engine)
+        assert np.array_equal(audio, await speak(cpu_reference))
+        assert board.total_windows() > 0 and not board.errors
+        assert engine.voices[files.name].fallback_counters.npu_failures == 0
+    finally:
+        engine.close()
+
+
+async def test_windows_of_concurrent_requests_spread_over_the_three_cores(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    config = replace(npu_config, synthesis=replace(npu_config.synthesis, inference_threads=4))
+    engine = load_engine(config, StatusBoard(), rk3588(board))
+    try:
+        board.windows_by_core.clear()
+        await asyncio.gather(*(speak(engine, TEXT, seed) for seed in range(3)))
+        assert set(board.windows_by_core) == {0, 1, 2}
+        assert all(count > 0 for count in board.windows_by_core.values())
+    finally:
+        engine.close()
+
+
+def test_start_up_falls_back_to_the_cpu_and_says_why(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, tmp_path: Path
+) -> None:
+    def reason(probe: NpuProbe, config: ApplianceConfig = npu_config) -> str:
+        choice = choose_backends(files, split, ORT, config.npu, probe)
+        assert choice.backend == "cpu"
+        return choice.reason
+
+    no_board = NpuProbe(False, "not a supported Rockchip SoC (no rockchip,rk3588/rk3576/rk356x in the device tree)")
+    assert "not a supported Rockchip SoC" in reason(no_board)
+    assert "no NPU bundle" in reason(rk3588(board))
+    off = replace(npu_config, npu=replace(npu_config.npu, enabled=False))
+    assert "disabled" in reason(rk3588(board), off)
+
+    bundle = write_bundle(npu_config.npu.bundles_folder, files, split, board, target="rk3576")
+    assert "compiled for rk3576, this board is rk3588" in reason(rk3588(board))
+    write_bundle(npu_config.npu.bundles_folder, files, split, board, toolkit="2.5.0")
+    assert "older than the toolkit" in reason(rk3588(board, runtime_version="2.0.0"))
+    next(bundle.glob("decoder-*.rknn")).write_bytes(b"flipped bits")
+    assert "damaged" in reason(rk3588(board))
+
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    board.models.clear()  # the runtime cannot load these files
+    assert "NPU runtime refused the bundle" in reason(rk3588(board))
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / f"{files.name}.onnx").write_bytes(files.onnx_path.read_bytes() + b"\0")
+    altered = replace(files, onnx_path=other / f"{files.name}.onnx")
+    assert "different model file" in choose_backends(altered, split, ORT, npu_config.npu, rk3588(board)).reason
+
+
+async def test_an_npu_failure_mid_stream_continues_on_the_cpu_sample_for_sample(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, cpu_reference: SpeechEngine
+) -> None:
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    engine = load_engine(npu_config, StatusBoard(), rk3588(board))
+    try:
+        board.fail_after_windows = board.total_windows() + 4
+        audio = await speak(engine)
+        assert np.array_equal(audio, await speak(cpu_reference))
+        voice = engine.voices[files.name]
+        counters = voice.fallback_counters
+        assert counters.npu_failures == 1 and counters.requests_fallen_back == 1
+        assert counters.npu_windows >= 4 and counters.cpu_fallback_windows > 0
+        cores = voice.describe_backend()["npu"]["flow"]["cores"] | voice.describe_backend()["npu"]["decoder"]["cores"]
+        assert any(not core["in_service"] for core in cores.values()), "the failing core is taken out of service"
+    finally:
+        engine.close()
+
+
+async def test_a_hung_npu_core_is_abandoned_after_the_deadline(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, cpu_reference: SpeechEngine
+) -> None:
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    engine = load_engine(npu_config, StatusBoard(), rk3588(board))
+    try:
+        board.hang_cores = {0, 1, 2}
+        started = time.monotonic()
+        audio = await speak(engine)
+        elapsed = time.monotonic() - started
+        assert np.array_equal(audio, await speak(cpu_reference))
+        assert elapsed < 20, "one deadline, then the CPU; not one deadline per window"
+        assert engine.voices[files.name].fallback_counters.requests_fallen_back == 1
+    finally:
+        board.release_hangs.set()
+        engine.close()
+
+
+async def test_a_rested_core_is_tried_again_later(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    config = replace(npu_config, npu=replace(npu_config.npu, core_retry_s=0.3))
+    engine = load_engine(config, StatusBoard(), rk3588(board))
+    try:
+        board.fail_cores = {0}
+        await speak(engine, "One sentence to trip core zero.")
+        decoder = engine.voices[files.name].decoder
+        assert decoder.describe()["cores"]["0"]["failures"] + \
+            engine.voices[files.name].flow.describe()["cores"]["0"]["failures"] >= 1
+        board.fail_cores = set()
+        await asyncio.sleep(0.5)
+        board.windows_by_core.clear()
+        await asyncio.gather(*(speak(engine, TEXT, seed) for seed in range(3)))
+        assert board.windows_by_core.get(0, 0) > 0, "core 0 is back in service"
+    finally:
+        engine.close()
