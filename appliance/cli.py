@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--backend", choices=["cpu", "npu", "auto"], default="auto")
 
+    commands.add_parser("doctor", help="report the NPU, its runtime, the voice bundles; run one inference per core")
     commands.add_parser("token", help="print the token remote clients must send (created on first use)")
     commands.add_parser("rotate-token", help="replace the token; remote clients need the new one")
     commands.add_parser("hub-key", help="print the authorized_keys line to install on the hub")
@@ -92,6 +93,14 @@ def run_bench(config: ApplianceConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_doctor(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+
+    report = diagnose(config)
+    print(json.dumps(report, indent=2))
+    return 0 if report["npu_usable"] else 1
+
+
 def run_token(config: ApplianceConfig, args: argparse.Namespace) -> int:
     from .security.commands import print_token
 
@@ -117,6 +126,7 @@ COMMANDS = {
     "serve": run_serve,
     "say": run_say,
     "bench": run_bench,
+    "doctor": run_doctor,
     "token": run_token,
     "rotate-token": run_rotate_token,
     "hub-key": run_hub_key,

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Final
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/appliance/config.toml")
+SHIPPED_BUNDLES: Final = Path(__file__).resolve().parent.parent / "models" / "rknn"
+"""The NPU bundles committed with the code (the default voice's, for rk3588)."""
 ENV_PREFIX: Final = "APPLIANCE_"
 
 
@@ -70,7 +72,7 @@ class AudioConfig:
 class NpuConfig:
     enabled: bool = True
     """Use the NPU when a usable one and a matching voice bundle are found (else the CPU decodes)."""
-    bundles_folder: Path = Path("models/rknn")
+    bundles_folder: Path = SHIPPED_BUNDLES
     """Where converted voice bundles (`NAME/manifest.json`) live."""
     inference_deadline_s: float = 2.0
     """An NPU window taking longer than this is decoded on the CPU and its core taken out of service."""

@@ -18,6 +18,7 @@ from appliance.config import ApplianceConfig, SynthesisConfig
 from appliance.decoders.cpu_onnx import CpuStageBackend
 from appliance.decoders.npu_detect import NpuProbe
 from appliance.decoders.selection import choose_backends
+from appliance.doctor import diagnose
 from appliance.model.onnx_stage import OrtSettings
 from appliance.model.piper_split import SplitVoice, StageGraph
 from appliance.model.split_cache import file_sha256, load_split_voice
@@ -52,7 +53,8 @@ def write_bundle(folder: Path, files: VoiceFiles, split: SplitVoice, board: Fake
         path = bundle / f"{graph.name}-{window}.rknn"
         path.write_bytes(b"RKNN stand-in for " + graph.name.encode())
         board.models[str(path)] = CompiledModel(graph, window, channels(graph))
-        stages[graph.name] = CompiledStage(path.name, window, context, graph.inputs, graph.framed_inputs, 56.0)
+        shapes = {n: (1, c, window if n in graph.framed_inputs else 1) for n, c in channels(graph).items()}
+        stages[graph.name] = CompiledStage(path.name, window, context, graph.inputs, graph.framed_inputs, shapes, 56.0)
     manifest = BundleManifest(
         voice=files.name, target=target, toolkit_version=toolkit, source_onnx_sha256=file_sha256(files.onnx_path),
         sample_rate=files.config.sample_rate, flow=stages["flow"], decoder=stages["decoder"], pipeline_snr_db=55.0,
@@ -233,3 +235,17 @@ async def test_a_rested_core_is_tried_again_later(
         assert board.windows_by_core.get(0, 0) > 0, "core 0 is back in service"
     finally:
         engine.close()
+
+
+def test_doctor_reports_the_board_and_runs_each_core(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    report = diagnose(npu_config, rk3588(board))
+    assert report["soc"] == "rk3588" and report["npu_usable"] and report["npu_cores"] == [0, 1, 2]
+    voice = report["voices"][files.name]
+    assert voice["usable"] and voice["target"] == "rk3588"
+    for stage in ("flow", "decoder"):
+        assert set(voice["core_checks"][stage]) == {"0", "1", "2"}
+        assert all(check["ok"] for check in voice["core_checks"][stage].values())
+    assert board.windows_by_core == {0: 2, 1: 2, 2: 2}

@@ -28,6 +28,8 @@ class CompiledStage:
     inputs: tuple[str, ...]
     """ONNX tensor names of the model's inputs, in the order the runtime takes them."""
     framed_inputs: tuple[str, ...]
+    input_shapes: Mapping[str, tuple[int, ...]]
+    """The compiled model's one shape per input, e.g. [1, 192, 48]."""
     snr_db: float
     """Simulator output against onnxruntime on the same windows."""
 
@@ -98,6 +100,7 @@ def _stage(raw: Mapping[str, Any], name: str) -> CompiledStage:
             context=int(raw["context"]),
             inputs=tuple(str(i) for i in raw["inputs"]),
             framed_inputs=tuple(str(i) for i in raw["framed_inputs"]),
+            input_shapes={str(k): tuple(int(d) for d in v) for k, v in raw["input_shapes"].items()},
             snr_db=float(raw["snr_db"]),
         )
     except KeyError as e:
