@@ -40,10 +40,12 @@ async def measure(engine: SpeechEngine, text: str, voice: str | None, seed: int)
 
 
 async def run_benchmark(config: ApplianceConfig, voice: str | None, repeat: int) -> dict[str, Any]:
-    engine = await asyncio.to_thread(load_engine, config, StatusBoard())
+    status = StatusBoard()
+    engine = await asyncio.to_thread(load_engine, config, status)
     try:
         name = voice or engine.default_voice
         results: dict[str, Any] = {"voice": name, "backend": engine.voices[name].decoder.name,
+                                   "backend_reason": status.get("voices")[name]["reason"],
                                    "inference_threads": config.synthesis.inference_threads, "texts": {}}
         for label, text in (("sentence", SENTENCE), ("paragraph", PARAGRAPH), ("long", LONG_TEXT)):
             runs = [await measure(engine, text, voice, seed) for seed in range(repeat)]

@@ -89,7 +89,11 @@ def run_say(config: ApplianceConfig, args: argparse.Namespace) -> int:
 def run_bench(config: ApplianceConfig, args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
-    print(json.dumps(asyncio.run(run_benchmark(config, args.voice, args.repeat)), indent=2))
+    results = asyncio.run(run_benchmark(config, args.voice, args.repeat))
+    print(json.dumps(results, indent=2))
+    if args.backend == "npu" and results["backend"] != "npu":
+        print(f"error: the NPU is not in use: {results['backend_reason']}", file=sys.stderr)
+        return 1
     return 0
 
 
