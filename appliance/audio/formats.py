@@ -1,0 +1,71 @@
+"""Output formats and the one factory transports use to get an encoder for a request."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import numpy as np
+
+from appliance.audio.opus import OggOpusEncoder
+from appliance.audio.pcm import PcmEncoder
+from appliance.audio.wav import WavStreamEncoder
+
+DEFAULT_OPUS_BITRATE: Final = 24_000
+DEFAULT_OPUS_COMPLEXITY: Final = 10
+OPUS_BITRATE_RANGE: Final = (6_000, 510_000)
+
+
+class AudioFormat(enum.StrEnum):
+    OPUS = "opus"
+    WAV = "wav"
+    PCM = "pcm"
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    opus_bitrate: int = DEFAULT_OPUS_BITRATE
+    """Ogg Opus bitrate in bit/s; 24 kbps is transparent-enough for a single synthetic voice."""
+    opus_complexity: int = DEFAULT_OPUS_COMPLEXITY
+    """Opus encoder effort, 0-10. Full effort is affordable for one mono voice: measured ~40x real time on one
+    x86 server core (complexity 5: ~65x), so expect a few percent of an RK3588 A76 core per stream, small
+    next to the neural model. Lower it only for many concurrent streams on the A55 cores."""
+
+    def __post_init__(self) -> None:
+        low, high = OPUS_BITRATE_RANGE
+        if not low <= self.opus_bitrate <= high:
+            raise ValueError(f"opus_bitrate must be within {low}..{high} bit/s, got {self.opus_bitrate}")
+        if not 0 <= self.opus_complexity <= 10:
+            raise ValueError(f"opus_complexity must be within 0..10, got {self.opus_complexity}")
+
+
+class AudioEncoder(Protocol):
+    """Fed window by window with float32 mono samples in [-1, 1]; out come bytes ready to send."""
+
+    content_type: str
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        """Encodes more samples; returns the bytes that can be sent now (may be b"")."""
+        ...
+
+    def finish(self) -> bytes:
+        """Ends the stream: flushes everything and frees native resources; returns the final bytes."""
+        ...
+
+    def close(self) -> None:
+        """Frees native resources without finishing (e.g. the client went away); safe to call twice."""
+        ...
+
+
+def make_encoder(fmt: AudioFormat, sample_rate: int, settings: EncoderSettings) -> AudioEncoder:
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    match fmt:
+        case AudioFormat.OPUS:
+            return OggOpusEncoder(sample_rate, settings.opus_bitrate, settings.opus_complexity)
+        case AudioFormat.WAV:
+            return WavStreamEncoder(sample_rate)
+        case AudioFormat.PCM:
+            return PcmEncoder(sample_rate)
+    raise ValueError(f"unknown audio format: {fmt!r}")
