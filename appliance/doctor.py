@@ -36,11 +36,12 @@ def diagnose(config: ApplianceConfig, probe: NpuProbe | None = None) -> dict[str
         if check.manifest is not None:
             m = check.manifest
             entry.update(target=m.target, toolkit_version=m.toolkit_version, pipeline_snr_db=m.pipeline_snr_db,
-                         flow_window=m.flow.window, decoder_window=m.decoder.window, created_at=m.created_at)
+                         flow_window=m.flow.window if m.flow else "cpu", decoder_window=m.decoder.window,
+                         created_at=m.created_at)
             if check.problem is None and probe.usable and probe.runtime_factory is not None:
                 entry["core_checks"] = {
                     stage_name: _run_each_core(check.folder, stage, probe)
-                    for stage_name, stage in (("flow", m.flow), ("decoder", m.decoder))
+                    for stage_name, stage in (("flow", m.flow), ("decoder", m.decoder)) if stage is not None
                 }
         report["voices"][name] = entry
     return report

@@ -17,7 +17,7 @@ import pytest
 from appliance.config import ApplianceConfig, SynthesisConfig
 from appliance.decoders.cpu_onnx import CpuStageBackend
 from appliance.decoders.npu_detect import NpuProbe
-from appliance.decoders.selection import choose_backends
+from appliance.decoders.selection import check_bundle, choose_backends
 from appliance.doctor import diagnose
 from appliance.model.onnx_stage import OrtSettings
 from appliance.model.piper_split import SplitVoice, StageGraph
@@ -249,3 +249,12 @@ def test_doctor_reports_the_board_and_runs_each_core(
         assert set(voice["core_checks"][stage]) == {"0", "1", "2"}
         assert all(check["ok"] for check in voice["core_checks"][stage].values())
     assert board.windows_by_core == {0: 2, 1: 2, 2: 2}
+
+
+def test_the_shipped_bundle_matches_the_default_voice() -> None:
+    """models/rknn/en_US-joe-medium was made from this very model file and is intact."""
+    from appliance.config import SHIPPED_BUNDLES
+
+    check = check_bundle(SHIPPED_BUNDLES, bundled_default_voice(), NpuProbe(True, "rk3588", "rk3588", (0, 1, 2), "2.5.0"))
+    assert check.problem is None
+    assert check.manifest is not None and check.manifest.pipeline_snr_db >= 45

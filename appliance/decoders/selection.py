@@ -80,13 +80,19 @@ def choose_backends(files: VoiceFiles, split: SplitVoice, ort: OrtSettings, conf
     manifest = check.manifest
     timing = NpuTiming(config.inference_deadline_s, config.core_retry_s)
     try:
-        flow = NpuStageBackend(check.folder / manifest.flow.file, manifest.flow, probe.cores,
-                               probe.runtime_factory, timing)
+        flow = None
+        if manifest.flow is not None:
+            flow = NpuStageBackend(check.folder / manifest.flow.file, manifest.flow, probe.cores,
+                                   probe.runtime_factory, timing)
         decoder = NpuStageBackend(check.folder / manifest.decoder.file, manifest.decoder, probe.cores,
                                   probe.runtime_factory, timing)
     except NpuError as e:
         return cpu(f"NPU runtime refused the bundle: {e}")
     cores = ",".join(str(c) for c in probe.cores)
+    if manifest.flow is None:
+        return BackendChoice(decoder, None, "npu",
+                             f"HiFi-GAN on NPU cores {cores} ({manifest.target}, window {manifest.decoder.window}); "
+                             "text encoder and flow on CPU (the bundle keeps the flow on the CPU)")
     return BackendChoice(decoder, flow, "npu",
                          f"flow and HiFi-GAN on NPU cores {cores} ({manifest.target}, windows "
                          f"{manifest.flow.window}/{manifest.decoder.window}); text encoder on CPU")

