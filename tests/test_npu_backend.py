@@ -255,6 +255,7 @@ def test_the_shipped_bundle_matches_the_default_voice() -> None:
     """models/rknn/en_US-joe-medium was made from this very model file and is intact."""
     from appliance.config import SHIPPED_BUNDLES
 
-    check = check_bundle(SHIPPED_BUNDLES, bundled_default_voice(), NpuProbe(True, "rk3588", "rk3588", (0, 1, 2), "2.5.0"))
+    board = NpuProbe(True, "rk3588", "rk3588", (0, 1, 2), "2.5.0")
+    check = check_bundle(SHIPPED_BUNDLES, bundled_default_voice(), board)
     assert check.problem is None
     assert check.manifest is not None and check.manifest.pipeline_snr_db >= 45

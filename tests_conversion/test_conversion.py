@@ -96,7 +96,7 @@ def test_a_file_that_is_not_a_piper_voice_gets_a_clear_error(tmp_path: Path) -> 
     )
     model = tmp_path / "relu.onnx"
     onnx.save(onnx.helper.make_model(graph), str(model))
-    with pytest.raises(ConversionError, match="missing: a Piper voice is NAME.onnx with NAME.onnx.json"):
+    with pytest.raises(ConversionError, match=r"missing: a Piper voice is NAME\.onnx with NAME\.onnx\.json"):
         convert_voice(model, tmp_path / "out", ConversionOptions(), lambda _: None)
     (tmp_path / "relu.onnx.json").write_text(Path(f"{VOICE}.json").read_text())
     with pytest.raises(ConversionError, match="not a Piper voice"):
