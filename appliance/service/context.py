@@ -40,9 +40,7 @@ async def systemd_context(app: web.Application) -> AsyncIterator[None]:
             # The unit asks for pings but the config opts out of health checks: keep systemd satisfied on
             # event-loop liveness alone rather than be killed every WatchdogSec.
             log.warning("service.watchdog is off: pinging systemd's watchdog without probing the workers")
-        pinger = WatchdogPinger(
-            notifier, period, probe if config.service.watchdog else None, on_health=put_on_board
-        )
+        pinger = WatchdogPinger(notifier, period, probe if config.service.watchdog else None, on_health=put_on_board)
         pinger_task = asyncio.create_task(pinger.run(), name="systemd-watchdog")
 
     notifier.ready()

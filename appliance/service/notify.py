@@ -28,6 +28,25 @@ class NotifyTransport(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass
+class FailureLog:
+    """Warns when sending starts failing and when it works again, not every 15 s in between."""
+
+    via: str
+    _failing: bool = False
+
+    def failed(self, message: str, error: OSError) -> None:
+        name = message.split("=", 1)[0]
+        level = logging.DEBUG if self._failing else logging.WARNING
+        log.log(level, "systemd notify %s via %s failed: %s", name, self.via, error)
+        self._failing = True
+
+    def succeeded(self) -> None:
+        if self._failing:
+            log.info("systemd notify via %s works again", self.via)
+        self._failing = False
+
+
 class NullTransport:
     """Not started by systemd: nobody listens."""
 
@@ -43,13 +62,16 @@ class LibsystemdTransport:
     """sd_notify from libsystemd; it reads NOTIFY_SOCKET from the process environment itself."""
 
     notify: Callable[[str], bool]
+    _failures: FailureLog = field(default_factory=lambda: FailureLog("libsystemd"), init=False)
 
     def send(self, message: str) -> bool:
         try:
-            return bool(self.notify(message))
+            sent = bool(self.notify(message))
         except OSError as e:
-            log.warning("systemd notify %r failed: %s", message.split("=", 1)[0], e)
+            self._failures.failed(message, e)
             return False
+        self._failures.succeeded()
+        return sent
 
     def close(self) -> None:
         pass
@@ -62,6 +84,7 @@ class SocketTransport:
     address: str
     """A filesystem path, or '@name' for the abstract namespace (as systemd writes it)."""
     _sock: socket.socket | None = field(default=None, init=False, repr=False)
+    _failures: FailureLog = field(default_factory=lambda: FailureLog("NOTIFY_SOCKET"), init=False)
 
     def send(self, message: str) -> bool:
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
@@ -71,10 +94,11 @@ class SocketTransport:
                 # A full receive queue must not stall the event loop; a lost message is retried next time.
                 self._sock.setblocking(False)
             self._sock.sendto(message.encode(), target)
-            return True
         except OSError as e:
-            log.warning("systemd notify %r to %s failed: %s", message.split("=", 1)[0], self.address, e)
+            self._failures.failed(message, e)
             return False
+        self._failures.succeeded()
+        return True
 
     def close(self) -> None:
         if self._sock is not None:
@@ -103,7 +127,8 @@ class SystemdNotifier:
     def from_environment(
         cls, environ: Mapping[str, str] | None = None, *, use_libsystemd: bool = True
     ) -> SystemdNotifier:
-        """Read NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID (default: this process's environment)."""
+        """Read NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from this process's environment, or from
+        `environ`; then our own sender is used, since libsystemd only reads the process environment."""
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET", "")
         watchdog_usec = _watchdog_usec(env)

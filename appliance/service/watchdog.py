@@ -40,7 +40,8 @@ async def probe_executor(executor: Executor, timeout_s: float) -> bool:
     answers while any of its threads is free; it fails once all of them are stuck."""
     loop = asyncio.get_running_loop()
     try:
-        await asyncio.wait_for(loop.run_in_executor(executor, _nothing), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await loop.run_in_executor(executor, _nothing)
     except TimeoutError:
         return False
     except RuntimeError:  # the pool was shut down
@@ -99,8 +100,10 @@ class WatchdogPinger:
             return Health(True)
         timeout = self.probe_timeout_s if self.probe_timeout_s is not None else self.period_s / 2
         try:
-            # Our own deadline as well, in case a probe does not honour its timeout.
-            answered = await asyncio.wait_for(self.probe.probe_workers(timeout), timeout * 1.5)
+            # Our own deadline as well, in case a probe does not honour its timeout. (asyncio.timeout, not
+            # wait_for: on 3.11 wait_for can swallow a cancellation that races the probe's answer.)
+            async with asyncio.timeout(timeout * 1.5):
+                answered = await self.probe.probe_workers(timeout)
         except TimeoutError:
             answered = False
         except Exception:  # a probe that raises is as unhealthy as one that hangs; keep watching

@@ -1,0 +1,471 @@
+"""Running under systemd: the notify protocol against a real NOTIFY_SOCKET, the health-gated watchdog, the
+status line, journald logging, and the unit file checked by systemd's own tools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import itertools
+import logging
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from appliance.app_keys import CONFIG, ENGINE, STATUS
+from appliance.config import ApplianceConfig, ServiceConfig
+from appliance.service import SystemdNotifier, log_handler, probe_executor, systemd_context
+from appliance.service.journal import PriorityPrefixFormatter
+from appliance.service.notify import NullTransport, SocketTransport, libsystemd_notify
+from appliance.service.status_line import format_status
+from appliance.status import StatusBoard
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd" / "appliance.service"
+SYSUSERS = REPO / "systemd" / "appliance.sysusers"
+EXEC_START = "/opt/appliance/.venv/bin/python"
+SECURITY_THRESHOLD = 2.0
+"""`systemd-analyze security` exposure of the unit (1.6 when written); lower is better, 'OK' is < 4.5."""
+
+WATCHDOG_INTERVAL_S = 0.4  # so pings are due every 0.2 s
+
+
+# --- a stand-in for systemd's end of NOTIFY_SOCKET ---
+
+
+@dataclass
+class NotifyListener:
+    """Receives notify datagrams on a thread of its own, so it keeps listening while the event loop is
+    blocked, and stamps each with the time it arrived."""
+
+    sock: socket.socket
+    received: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.sock.settimeout(0.05)
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sock.close()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            for line in data.decode().splitlines():
+                self.received.append((time.monotonic(), line))
+
+    def messages(self, prefix: str = "") -> list[str]:
+        return [m for _, m in list(self.received) if m.startswith(prefix)]
+
+    def times(self, message: str) -> list[float]:
+        return [t for t, m in list(self.received) if m == message]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; received {self.messages()}")
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture(params=["libsystemd", "raw"])
+def systemd(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[NotifyListener]:
+    """A NOTIFY_SOCKET like systemd's, notified through libsystemd (systemd-python) and through our own
+    sender (as on a machine without the module)."""
+    if request.param == "libsystemd" and libsystemd_notify() is None:
+        pytest.skip("systemd-python is not installed")
+    if request.param == "raw":
+        monkeypatch.setitem(sys.modules, "systemd.daemon", None)  # import fails
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    listener = NotifyListener(sock)
+    listener.start()
+    yield listener
+    listener.stop()
+
+
+# --- the daemon, reduced to what systemd_context needs ---
+
+
+@dataclass
+class FakeEngine:
+    """Our own WorkerProbe interface; its answer is switched by the test."""
+
+    mode: str = "healthy"  # or "hang" or "false"
+    probes: int = 0
+
+    async def probe_workers(self, timeout_s: float) -> bool:
+        self.probes += 1
+        if self.mode == "hang":
+            await asyncio.Event().wait()
+        return self.mode == "healthy"
+
+
+@dataclass
+class ThreadPoolEngine:
+    """Workers as the real engine has them: a thread pool, probed with the shipped `probe_executor`."""
+
+    executor: ThreadPoolExecutor
+
+    async def probe_workers(self, timeout_s: float) -> bool:
+        return await probe_executor(self.executor, timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    engine: Any, board: StatusBoard | None = None, watchdog: bool = True
+) -> AsyncIterator[StatusBoard]:
+    board = board or StatusBoard()
+    app = web.Application()
+    app[CONFIG] = ApplianceConfig(service=ServiceConfig(watchdog=watchdog))
+    app[STATUS] = board
+    app[ENGINE] = engine
+    app.cleanup_ctx.append(systemd_context)
+    runner = web.AppRunner(app)
+    await runner.setup()  # runs the cleanup contexts' start-up halves
+    try:
+        yield board
+    finally:
+        await runner.cleanup()
+
+
+def pings_between(systemd: NotifyListener, start: float, end: float) -> int:
+    return sum(1 for t in systemd.times("WATCHDOG=1") if start <= t <= end)
+
+
+# --- readiness and status ---
+
+
+async def test_ready_is_sent_when_the_daemon_starts_and_stopping_when_it_stops(systemd: NotifyListener) -> None:
+    board = StatusBoard()
+    board.update("voices", **{"en_US-joe-medium": {"backend": "npu", "reason": "", "cores": 3}})
+    async with running_daemon(FakeEngine(), board):
+        await systemd.wait_for(lambda: "READY=1" in systemd.messages())
+        assert "STOPPING=1" not in systemd.messages()
+    await systemd.wait_for(lambda: "STOPPING=1" in systemd.messages())
+    messages = systemd.messages()
+    # The state so far is shown before the daemon says it is ready.
+    assert messages.index("STATUS=voices: en_US-joe-medium=npu(3 cores)") < messages.index("READY=1")
+    assert not systemd.messages("WATCHDOG=1")  # WATCHDOG_USEC unset: systemd expects no pings
+
+
+async def test_the_status_line_follows_the_board(systemd: NotifyListener) -> None:
+    async with running_daemon(FakeEngine()) as board:
+        board.update("voices", **{"en_US-joe-medium": {"backend": "npu", "reason": "", "cores": 3}})
+        board.update("tunnel", state="up")
+        board.update("clients", active=2)
+        expected = "STATUS=voices: en_US-joe-medium=npu(3 cores); tunnel: up; clients: 2"
+        await systemd.wait_for(lambda: expected in systemd.messages())
+        board.update("tunnel", state="backoff")
+        await systemd.wait_for(lambda: systemd.messages("STATUS=")[-1].endswith("tunnel: backoff; clients: 2"))
+
+
+async def test_a_burst_of_changes_is_sent_as_a_few_status_lines_ending_with_the_last(
+    systemd: NotifyListener,
+) -> None:
+    async with running_daemon(FakeEngine()) as board:
+        await systemd.wait_for(lambda: "READY=1" in systemd.messages())
+        before = len(systemd.messages("STATUS="))
+        for n in range(50):
+            board.update("clients", active=n)
+        await systemd.wait_for(lambda: systemd.messages("STATUS=")[-1] == "STATUS=clients: 49")
+        assert len(systemd.messages("STATUS=")) - before <= 3  # at most 1/s, coalesced
+
+
+def test_the_status_line_names_each_voice_backend_the_tunnel_and_the_clients() -> None:
+    assert format_status({}) == "starting"
+    snapshot = {
+        "voices": {
+            "en_US-joe-medium": {"backend": "npu", "reason": "", "cores": 1},
+            "de_DE-thorsten-low": {"backend": "cpu", "reason": "no converted bundle for this voice on the board"},
+        },
+        "tunnel": {"state": "connecting", "attempt": 3},
+        "clients": {"active": 0},
+        "mdns": {"announced": True},
+        "watchdog": {"healthy": True, "reason": ""},
+    }
+    assert format_status(snapshot) == (
+        "voices: en_US-joe-medium=npu(1 core), de_DE-thorsten-low=cpu(no converted bundle for this voice "
+        "on t…); tunnel: connecting; clients: 0"
+    )
+    snapshot["watchdog"] = {"healthy": False, "reason": "inference workers not answering"}
+    assert format_status(snapshot).endswith("; watchdog: not pinging (inference workers not answering)")
+
+
+def test_a_status_text_with_a_newline_stays_one_status_line(systemd: NotifyListener) -> None:
+    notifier = SystemdNotifier.from_environment()
+    notifier.status("two\nlines")
+    notifier.ready()
+    deadline = time.monotonic() + 5
+    while "READY=1" not in systemd.messages() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert systemd.messages("STATUS=") == ["STATUS=two lines"]
+    notifier.close()
+
+
+# --- the watchdog ---
+
+
+async def test_watchdog_pings_come_at_about_half_the_interval(
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    async with running_daemon(FakeEngine()):
+        start = time.monotonic()
+        await asyncio.sleep(2.0)
+        end = time.monotonic()
+    pings = pings_between(systemd, start, end)
+    # Due every 0.2 s, so about 10 in 2 s; generous bounds for a busy machine, but never the 0 or 20+
+    # of a pinger that is off or pings at the full (or a doubled) rate.
+    assert 5 <= pings <= 14, pings
+    gaps = [b - a for a, b in itertools.pairwise(systemd.times("WATCHDOG=1"))]
+    assert WATCHDOG_INTERVAL_S / 4 < statistics.median(gaps) < WATCHDOG_INTERVAL_S, gaps
+
+
+@pytest.mark.parametrize("mode", ["hang", "false"])
+async def test_a_stuck_worker_stops_the_pings_and_a_recovered_one_resumes_them(
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
+    engine = FakeEngine()
+    async with running_daemon(engine) as board:
+        await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
+        engine.mode = mode
+        await asyncio.sleep(0.5)  # a ping already under way may still land
+        start = time.monotonic()
+        await asyncio.sleep(1.0)
+        assert pings_between(systemd, start, time.monotonic()) == 0
+        assert board.get("watchdog") == {"healthy": False, "reason": "inference workers not answering"}
+        await systemd.wait_for(lambda: systemd.messages("STATUS=")[-1].startswith("STATUS=watchdog: not pinging"))
+        engine.mode = "healthy"
+        recovered = time.monotonic()
+        await systemd.wait_for(lambda: pings_between(systemd, recovered, time.monotonic()) >= 2)
+
+
+async def test_a_wedged_inference_thread_stops_the_pings(
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
+    executor = ThreadPoolExecutor(max_workers=1)
+    release = threading.Event()
+    try:
+        async with running_daemon(ThreadPoolEngine(executor)):
+            await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
+            executor.submit(release.wait)  # the only worker is now stuck
+            await asyncio.sleep(0.5)
+            start = time.monotonic()
+            await asyncio.sleep(1.0)
+            assert pings_between(systemd, start, time.monotonic()) == 0
+            release.set()
+            recovered = time.monotonic()
+            await systemd.wait_for(lambda: pings_between(systemd, recovered, time.monotonic()) >= 2)
+    finally:
+        release.set()
+        executor.shutdown()
+
+
+async def test_a_blocked_event_loop_sends_no_pings_while_blocked(
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
+    async with running_daemon(FakeEngine()):
+        await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
+        start = time.monotonic()
+        time.sleep(1.2)  # blocks the event loop, as a synchronous call in a handler would
+        end = time.monotonic()
+        # 0.1 s of grace at the start for a ping sent just before the block but stamped after it.
+        assert pings_between(systemd, start + 0.1, end) == 0
+        await systemd.wait_for(lambda: pings_between(systemd, end, time.monotonic()) >= 2)
+
+
+async def test_a_watchdog_meant_for_another_process_is_not_pinged(
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
+    async with running_daemon(FakeEngine()):
+        await systemd.wait_for(lambda: "READY=1" in systemd.messages())
+        await asyncio.sleep(0.6)
+    assert not systemd.messages("WATCHDOG=1")
+
+
+async def test_with_health_checks_off_the_unit_is_still_pinged(
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
+    engine = FakeEngine(mode="false")
+    async with running_daemon(engine, watchdog=False):
+        await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
+    assert engine.probes == 0
+
+
+# --- the notify protocol itself ---
+
+
+def test_notifications_reach_an_abstract_socket() -> None:
+    name = f"appliance-test-{uuid.uuid4().hex}"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind("\0" + name)
+    receiver.settimeout(5)
+    notifier = SystemdNotifier.from_environment({"NOTIFY_SOCKET": "@" + name})
+    assert isinstance(notifier.transport, SocketTransport)
+    try:
+        assert notifier.ready()
+        assert receiver.recv(100) == b"READY=1"
+    finally:
+        notifier.close()
+        receiver.close()
+
+
+def test_without_systemd_notifications_are_quietly_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    notifier = SystemdNotifier.from_environment()
+    assert isinstance(notifier.transport, NullTransport)
+    assert not notifier.ready()
+    assert notifier.ping_period() is None
+
+
+def test_a_vanished_notify_socket_does_not_raise(tmp_path: Path) -> None:
+    notifier = SystemdNotifier.from_environment({"NOTIFY_SOCKET": str(tmp_path / "gone")})
+    assert notifier.watchdog() is False
+    notifier.close()
+
+
+def test_the_watchdog_interval_comes_from_watchdog_usec() -> None:
+    pid = str(os.getpid())
+    env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": pid}
+    assert SystemdNotifier.from_environment(env).watchdog_interval() == 30.0
+    assert SystemdNotifier.from_environment(env).ping_period() == 15.0
+    assert SystemdNotifier.from_environment({**env, "WATCHDOG_USEC": "0"}).watchdog_interval() is None
+    assert SystemdNotifier.from_environment({**env, "WATCHDOG_USEC": "x"}).watchdog_interval() is None
+    assert SystemdNotifier.from_environment({**env, "WATCHDOG_PID": "1"}).watchdog_interval() is None
+
+
+# --- journald logging ---
+
+
+def test_logs_go_to_the_journal_when_stderr_is_the_journal_stream(tmp_path: Path) -> None:
+    with (tmp_path / "stream").open("w") as stream:
+        st = os.fstat(stream.fileno())
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        handler = log_handler(env, stream)
+        if libsystemd_notify() is not None:
+            assert type(handler).__name__ == "JournalHandler"
+        else:
+            assert isinstance(handler.formatter, PriorityPrefixFormatter)
+    plain = log_handler({}, io.StringIO())
+    assert isinstance(plain, logging.StreamHandler)
+    assert not isinstance(plain.formatter, PriorityPrefixFormatter)
+
+
+def test_without_the_module_journal_lines_carry_their_priority() -> None:
+    record = logging.LogRecord("appliance.engine", logging.WARNING, __file__, 1, "core %d resting", (2,), None)
+    assert PriorityPrefixFormatter("%(name)s: %(message)s").format(record) == ("<4>appliance.engine: core 2 resting")
+
+
+# --- the unit file, checked by systemd's tools ---
+
+
+def _systemd_analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    return path
+
+
+def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """Verified inside a scratch root holding what the board image provides: the standard units and an
+    executable at ExecStart's path. Any warning (unknown key, bad value, missing binary) fails the test."""
+    analyze = _systemd_analyze()
+    units = tmp_path / "usr/lib/systemd/system"
+    shutil.copytree("/usr/lib/systemd/system", units, symlinks=True)
+    python = tmp_path / EXEC_START.lstrip("/")
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    installed = tmp_path / "etc/systemd/system/appliance.service"
+    installed.parent.mkdir(parents=True)
+    shutil.copy(UNIT, installed)
+    result = subprocess.run(
+        [analyze, "verify", f"--root={tmp_path}", "--man=no", str(installed)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == "", result.stdout + result.stderr
+
+
+def test_the_unit_is_hardened(capsys: pytest.CaptureFixture[str]) -> None:
+    analyze = _systemd_analyze()
+    result = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"Overall exposure level for appliance\.service: ([\d.]+) (\w+)", result.stdout)
+    assert match, result.stdout
+    with capsys.disabled():
+        print(f"\nsystemd-analyze security: exposure {match[1]} {match[2]}")
+    assert float(match[1]) <= SECURITY_THRESHOLD
+    text = UNIT.read_text()
+    for line in [
+        "Type=notify",
+        "WatchdogSec=30",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "StateDirectory=appliance",
+        "SupplementaryGroups=render video",
+        "DeviceAllow=char-drm rw",
+        "SystemCallFilter=@system-service",
+        f"ExecStart={EXEC_START} -m appliance serve --config /etc/appliance/config.toml",
+    ]:
+        assert line in text.splitlines(), line
+    assert "PrivateDevices=yes" not in text  # it would hide the NPU
+
+
+def test_the_service_user_is_created_by_sysusers(tmp_path: Path) -> None:
+    sysusers = shutil.which("systemd-sysusers")
+    if sysusers is None:
+        pytest.skip("systemd-sysusers is not installed (Debian package systemd)")
+    (tmp_path / "etc").mkdir()
+    result = subprocess.run([sysusers, f"--root={tmp_path}", str(SYSUSERS)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    passwd = (tmp_path / "etc/passwd").read_text()
+    group = (tmp_path / "etc/group").read_text()
+    assert re.search(r"^appliance:x:\d+:\d+:Text-to-speech appliance:/var/lib/appliance:", passwd, re.M)
+    assert re.search(r"^render:x:\d+:appliance$", group, re.M)
+    assert re.search(r"^video:x:\d+:appliance$", group, re.M)
