@@ -11,7 +11,6 @@ import itertools
 import logging
 import math
 import secrets
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import SynthesisConfig
+from ..service.watchdog import probe_executor
 from ..status import StatusBoard
 from ..text.phoneme_ids import phonemes_to_ids
 from ..text.phonemes import Phonemizer
@@ -168,13 +168,8 @@ class SpeechEngine:
     # -- health ---------------------------------------------------------------------------------------
 
     async def probe_workers(self, timeout_s: float) -> bool:
-        """True if an inference worker picks up a trivial job within the timeout (none is wedged)."""
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(loop.run_in_executor(self._workers, time.monotonic), timeout_s)
-        except (TimeoutError, RuntimeError):
-            return False
-        return True
+        """True if an inference worker picks up a trivial job within the timeout (the pool is not wedged)."""
+        return await probe_executor(self._workers, timeout_s)
 
     def describe_voices(self) -> list[dict]:
         described = []
