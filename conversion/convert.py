@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from appliance.decoders.cpu_onnx import CpuStageBackend
 from appliance.model.onnx_stage import OrtSettings
 from appliance.model.piper_split import NotAPiperVoiceError, SplitVoice, StageGraph
 from appliance.model.split_cache import file_sha256, load_split_voice
@@ -196,16 +197,9 @@ def _stage_snrs(files: VoiceFiles, split: SplitVoice, flow: SimulatedStage | Non
                 latent) -> dict[str, float]:
     if flow is None:
         return {}
-    from appliance.decoders.cpu_onnx import CpuStageBackend
-
     settings = OrtSettings(intra_op_threads=2)
-
-    class SameWindowsCpu(CpuStageBackend):
-        def __init__(self, stage: SimulatedStage) -> None:
-            super().__init__(split.flow if stage.graph.name == "flow" else split.decoder, settings)
-            self.fixed_window, self.context = stage.window, stage.context
-
-    cpu_flow, cpu_decoder = SameWindowsCpu(flow), SameWindowsCpu(decoder)
+    cpu_flow = CpuStageBackend(split.flow, settings, flow.window, flow.context)
+    cpu_decoder = CpuStageBackend(split.decoder, settings, decoder.window, decoder.context)
     snrs = {}
     for label, npu_flow, npu_decoder in (("flow", flow, cpu_decoder), ("decoder", cpu_flow, decoder)):
         mixed = LoadedVoice(files, split, settings, npu_decoder, flow=npu_flow)

@@ -97,13 +97,8 @@ def npu_config(tmp_path: Path, state_folder: Path) -> ApplianceConfig:
 def cpu_reference(files: VoiceFiles, split: SplitVoice) -> Iterator[SpeechEngine]:
     """The CPU alone, decoding the very windows the NPU would (same sizes, same zero padding)."""
 
-    class FixedWindowCpu(CpuStageBackend):
-        def __init__(self, graph: StageGraph, window: int, context: int) -> None:
-            super().__init__(graph, ORT)
-            self.fixed_window, self.context = window, context
-
-    voice = LoadedVoice(files, split, ORT, FixedWindowCpu(split.decoder, DECODER_WINDOW, DECODER_CONTEXT),
-                        flow=FixedWindowCpu(split.flow, FLOW_WINDOW, FLOW_CONTEXT))
+    voice = LoadedVoice(files, split, ORT, CpuStageBackend(split.decoder, ORT, DECODER_WINDOW, DECODER_CONTEXT),
+                        flow=CpuStageBackend(split.flow, ORT, FLOW_WINDOW, FLOW_CONTEXT))
     engine = SpeechEngine({files.name: voice}, files.name, SynthesisConfig(), 10_000, StatusBoard())
     yield engine
     engine.close()

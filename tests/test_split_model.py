@@ -108,12 +108,8 @@ def test_windowed_flow_then_windowed_decoder_match_the_original(files: VoiceFile
     """The NPU chain: flow at 96 frames (64 + 2x16 context) feeding the decoder at 48, both zero-padded."""
     split = load_split_voice(files.onnx_path, tmp_path)
 
-    class FixedCpu(CpuStageBackend):
-        def __init__(self, graph, window: int) -> None:
-            super().__init__(graph, SETTINGS)
-            self.fixed_window = window
-
-    voice = LoadedVoice(files, split, SETTINGS, FixedCpu(split.decoder, 48), flow=FixedCpu(split.flow, 96))
+    voice = LoadedVoice(files, split, SETTINGS, CpuStageBackend(split.decoder, SETTINGS, fixed_window=48),
+                        flow=CpuStageBackend(split.flow, SETTINGS, fixed_window=96))
     stitched = decode(voice, ids)
     reference = original_audio(files, ids)
     assert len(stitched) == len(reference)
