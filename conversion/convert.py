@@ -18,7 +18,7 @@ import onnxruntime as ort
 from appliance.decoders.cpu_onnx import CpuStageBackend
 from appliance.model.onnx_stage import OrtSettings
 from appliance.model.piper_split import NotAPiperVoiceError, SplitVoice, StageGraph
-from appliance.model.split_cache import file_sha256, load_split_voice
+from appliance.model.split_cache import load_split_voice
 from appliance.synthesis.voice_runtime import LoadedVoice, SynthesisParams
 from appliance.text.phoneme_ids import phonemes_to_ids
 from appliance.text.phonemes import Phonemizer
@@ -242,7 +242,7 @@ def write_bundle(out_folder: Path, files: VoiceFiles, flow: SimulatedStage | Non
         shutil.copyfile(files.config_path, staging / f"{files.name}.onnx.json")
         manifest = BundleManifest(
             voice=files.name, target=target, toolkit_version=_toolkit_version(),
-            source_onnx_sha256=file_sha256(files.onnx_path), sample_rate=files.config.sample_rate,
+            source_onnx_sha256=files.onnx_sha256, sample_rate=files.config.sample_rate,
             flow=stages["flow"], decoder=stages["decoder"], pipeline_snr_db=round(pipeline_snr, 2),
             flow_on_npu_snr_db=None if flow_npu_snr is None else round(flow_npu_snr, 2),
             files={p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(staging.iterdir())},

@@ -19,9 +19,10 @@ from appliance.decoders.cpu_onnx import CpuStageBackend
 from appliance.decoders.npu_detect import NpuProbe
 from appliance.decoders.selection import check_bundle, choose_backends
 from appliance.doctor import diagnose
+from appliance.file_digest import file_sha256
 from appliance.model.onnx_stage import OrtSettings
 from appliance.model.piper_split import SplitVoice, StageGraph
-from appliance.model.split_cache import file_sha256, load_split_voice
+from appliance.model.split_cache import load_split_voice
 from appliance.status import StatusBoard
 from appliance.synthesis.engine import SpeechEngine
 from appliance.synthesis.loading import load_engine

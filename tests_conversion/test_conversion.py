@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from appliance.decoders.npu_detect import NpuProbe
 from appliance.decoders.selection import check_bundle
-from appliance.model.split_cache import file_sha256
+from appliance.file_digest import file_sha256
 from appliance.voices.bundle_manifest import BundleManifest
 from appliance.voices.catalog import bundled_default_voice
 from conversion.convert import ConversionError, ConversionOptions, convert_voice

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import NpuConfig
+from ..file_digest import file_sha256
 from ..model.onnx_stage import OrtSettings
 from ..model.piper_split import SplitVoice
-from ..model.split_cache import file_sha256
 from ..voices.bundle_manifest import BundleManifest, ManifestError
 from ..voices.catalog import VoiceFiles
 from .base import StageBackend
@@ -48,7 +48,7 @@ def check_bundle(bundles_folder: Path, files: VoiceFiles, probe: NpuProbe, verif
         return BundleCheck(None, f"unreadable bundle: {e}", folder)
     if probe.soc and manifest.target != probe.soc:
         return BundleCheck(manifest, f"bundle compiled for {manifest.target}, this board is {probe.soc}", folder)
-    if manifest.source_onnx_sha256 != file_sha256(files.onnx_path):
+    if manifest.source_onnx_sha256 != files.onnx_sha256:
         return BundleCheck(manifest, "bundle was made from a different model file than this voice's", folder)
     if verify_files:
         for name, digest in manifest.files.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -11,25 +10,19 @@ from pathlib import Path
 
 import onnx
 
+from ..file_digest import file_sha256
 from .graph_cut import LiftedNoise
 from .piper_split import SplitVoice, StageGraph, split_piper_voice
 
 FORMAT_VERSION = 1
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_split_voice(onnx_path: Path, cache_folder: Path | None) -> SplitVoice:
-    """Split `onnx_path`, or load the split from `cache_folder` if it was made before from the same bytes."""
+def load_split_voice(onnx_path: Path, cache_folder: Path | None, sha256: str | None = None) -> SplitVoice:
+    """Split `onnx_path`, or load the split from `cache_folder` if it was made before from the same bytes.
+    `sha256`: the model's digest, when the caller has it already."""
     if cache_folder is None:
         return split_piper_voice(onnx.load(str(onnx_path)))
-    folder = cache_folder / f"{file_sha256(onnx_path)[:32]}-v{FORMAT_VERSION}"
+    folder = cache_folder / f"{(sha256 or file_sha256(onnx_path))[:32]}-v{FORMAT_VERSION}"
     index_path = folder / "stages.json"
     if index_path.exists():
         try:

@@ -36,7 +36,7 @@ def load_engine(config: ApplianceConfig, status: StatusBoard, npu: NpuProbe | No
     windows = WindowSettings(config.synthesis.first_window_frames, config.synthesis.max_window_frames)
     voices = {}
     for name, files in found.items():
-        split = load_split_voice(files.onnx_path, cache)
+        split = load_split_voice(files.onnx_path, cache, files.onnx_sha256)
         choice = choose_backends(files, split, ort_settings, config.npu, npu)
         voices[name] = LoadedVoice(files, split, ort_settings, choice.decoder, flow=choice.flow, windows=windows,
                                    cpu_fallback=choice.backend != "cpu")

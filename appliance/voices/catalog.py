@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from ..file_digest import file_sha256
 from .voice_config import VoiceConfig, VoiceConfigError
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,11 @@ class VoiceFiles:
     onnx_path: Path
     config_path: Path
     config: VoiceConfig
+
+    @cached_property
+    def onnx_sha256(self) -> str:
+        """Read once per start-up, then shared by the split cache and the NPU bundle check."""
+        return file_sha256(self.onnx_path)
 
 
 def bundled_default_voice() -> VoiceFiles:
