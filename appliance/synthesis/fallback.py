@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FallbackCounters:
+    """Shared by the requests of one voice, updated from the inference workers."""
+
     npu_windows: int = 0
     cpu_fallback_windows: int = 0
     npu_failures: int = 0
@@ -26,10 +28,26 @@ class FallbackCounters:
     last_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def npu_window(self) -> None:
+        with self._lock:
+            self.npu_windows += 1
+
+    def cpu_window(self) -> None:
+        with self._lock:
+            self.cpu_fallback_windows += 1
+
+    def npu_failed(self, error: Exception) -> None:
+        """A request's first NPU failure: it goes to the CPU from here on."""
+        with self._lock:
+            self.npu_failures += 1
+            self.requests_fallen_back += 1
+            self.last_error = str(error)
+
     def as_dict(self) -> dict:
-        return {"npu_windows": self.npu_windows, "cpu_fallback_windows": self.cpu_fallback_windows,
-                "npu_failures": self.npu_failures, "requests_fallen_back": self.requests_fallen_back,
-                "last_error": self.last_error}
+        with self._lock:
+            return {"npu_windows": self.npu_windows, "cpu_fallback_windows": self.cpu_fallback_windows,
+                    "npu_failures": self.npu_failures, "requests_fallen_back": self.requests_fallen_back,
+                    "last_error": self.last_error}
 
 
 @dataclass
@@ -45,18 +63,13 @@ class RequestFallback:
                 try:
                     output = primary.run(feeds)
                 except Exception as e:  # whatever the NPU raised, the CPU can still answer
-                    with self.counters._lock:
-                        self.counters.npu_failures += 1
-                        self.counters.requests_fallen_back += 1
-                        self.counters.last_error = str(e)
+                    self.counters.npu_failed(e)
                     self.fallen_back = True
                     log.warning("NPU window failed (%s); this request continues on the CPU", e)
                 else:
-                    with self.counters._lock:
-                        self.counters.npu_windows += 1
+                    self.counters.npu_window()
                     return output
-            with self.counters._lock:
-                self.counters.cpu_fallback_windows += 1
+            self.counters.cpu_window()
             return fallback.run(feeds)
 
         return run
