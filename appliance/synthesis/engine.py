@@ -126,6 +126,7 @@ class SpeechEngine:
             await latents.put(None)
 
         fallback = RequestFallback(voice.fallback_counters)
+        policy = voice.decoder_policy()
         self._track(+1)
         encoder = asyncio.create_task(encode_ahead())
         useful: int | None = None
@@ -135,11 +136,11 @@ class SpeechEngine:
                 latent = await _next_or_raise(latents, encoder)
                 if latent is None:
                     break
-                windows = voice.audio_windows(latent, useful, fallback)
+                windows = voice.audio_windows(latent, useful, fallback, policy)
                 while (step := await loop.run_in_executor(self._workers, windows.run_next)) is not None:
                     window, audio = step
                     self.counters.windows += 1
-                    useful = voice.decoder_policy().next_useful(window.emit_end - window.emit_start)
+                    useful = policy.next_useful(window.emit_end - window.emit_start)
                     yield AudioChunk(audio.reshape(-1).astype(np.float32, copy=False),
                                      voice.config.sample_rate, sentence)
             finished = True

@@ -16,7 +16,8 @@ from ..model.split_cache import load_split_voice
 from ..status import StatusBoard
 from ..voices.catalog import discover_voices
 from .engine import SpeechEngine
-from .voice_runtime import LoadedVoice, SynthesisParams, WindowSettings
+from .request import SynthesisRequest
+from .voice_runtime import LoadedVoice, WindowSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,9 @@ def load_engine(config: ApplianceConfig, status: StatusBoard, npu: NpuProbe | No
 
 def warm_up(engine: SpeechEngine, voice: LoadedVoice) -> None:
     """One short sentence through every stage, so the first client does not pay for lazy initialisation."""
-    ids = engine.sentence_ids(voice, WARMUP_TEXT)[0]
-    config = voice.config
-    params = SynthesisParams(voice.config.speaker_id(None), config.length_scale, config.noise_scale, config.noise_w)
-    latent = voice.encode(ids, params, np.random.default_rng(0))
+    prepared = engine.prepare(SynthesisRequest(text=WARMUP_TEXT, voice=voice.name, seed=0))
+    ids = engine.sentence_ids(voice, prepared.text)[0]
+    latent = voice.encode(ids, prepared.params, np.random.default_rng(prepared.seed))
     windows = voice.audio_windows(latent, None)
     while windows.run_next() is not None:
         pass

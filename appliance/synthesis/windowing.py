@@ -63,10 +63,11 @@ class WindowPolicy:
                 input_start = max(0, emit - c)
                 input_end = min(total, emit_end + c)
                 yield Window(emit, emit_end, input_start, input_end, input_end - input_start)
-                useful = min(self.max_useful, useful * 2)
+                useful = self.next_useful(useful)
             emit = emit_end
 
     def next_useful(self, useful: int) -> int:
+        """The growth rule: each free-size window twice the last, up to `max_useful`."""
         return min(self.max_useful, useful * 2)
 
 
