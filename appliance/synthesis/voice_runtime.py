@@ -68,6 +68,10 @@ class LoadedVoice:
         self.decoder = decoder
         self.flow = flow
         self.windows = windows or WindowSettings()
+        # Inputs of the windowed stages that are not windowed (a speaker embedding): passed whole to each window.
+        self._per_utterance_inputs = {
+            name for stage in (split.flow, split.decoder) for name in stage.inputs if name not in stage.framed_inputs
+        }
         self.fallback_counters = FallbackCounters()
         self.cpu_decoder: StageBackend | None = None
         self.cpu_flow: StageBackend | None = None
@@ -113,13 +117,9 @@ class LoadedVoice:
         else:
             first = self.split.flow
         framed = {n: tensors[n] for n in first.framed_inputs}
-        constants = {n: tensors[n] for n in self._constants_needed() if n in tensors}
+        constants = {n: tensors[n] for n in self._per_utterance_inputs if n in tensors}
         source = TensorSource(framed)
         return Latent(source, constants, source.total_frames)
-
-    def _constants_needed(self) -> set[str]:
-        flow, decoder = self.split.flow, self.split.decoder
-        return (set(flow.inputs) - set(flow.framed_inputs)) | (set(decoder.inputs) - set(decoder.framed_inputs))
 
     # -- decoding -------------------------------------------------------------------------------------
 

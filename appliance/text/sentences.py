@@ -40,7 +40,3 @@ class SentenceBuffer:
         """Everything not yet handed out."""
         rest, self._pending = self._pending, ""
         return rest
-
-    @property
-    def pending(self) -> str:
-        return self._pending
