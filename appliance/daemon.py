@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
+import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -19,13 +21,12 @@ from .synthesis.engine import SpeechEngine
 from .synthesis.loading import load_engine
 from .transports.errors import json_errors
 from .transports.http_api import add_http_routes
+from .transports.listener import MAX_BODY_BYTES, AcceptErrorLog, Listener, ListenerLimits
 from .transports.websocket_tts import add_websocket_routes
 from .tunnel.lifecycle import tunnel_context
 from .tunnel.remote_listener import remote_listener_context
 
 log = logging.getLogger(__name__)
-
-MAX_BODY_BYTES = 256 * 1024
 
 
 def add_routes(app: web.Application) -> None:
@@ -65,7 +66,38 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(engine.close)
 
 
+def lan_listener(app: web.Application, config: ApplianceConfig) -> Listener:
+    return Listener(app, config.server.host, config.server.port,
+                    ListenerLimits.of(config.server, config.server.max_connections))
+
+
 def serve(config: ApplianceConfig) -> None:
+    """Runs until SIGTERM or SIGINT. Raises ListenError (naming the address) if the port cannot be bound;
+    the port is bound before the voices load, so that error comes at once."""
+    raise_file_limit()
+    asyncio.run(_serve(config))
+
+
+async def _serve(config: ApplianceConfig) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrorLog())
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    listener = lan_listener(create_app(config), config)
+    listener.bind()
     log.info("starting on http://%s:%d", config.server.host, config.server.port)
-    web.run_app(create_app(config), host=config.server.host, port=config.server.port, print=None,
-                shutdown_timeout=5.0)
+    await listener.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await listener.stop()
+
+
+def raise_file_limit(wanted: int = 8192) -> None:
+    """Up to the hard limit: the connection caps are set well below it, so accept() never runs out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

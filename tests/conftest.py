@@ -13,6 +13,7 @@ from appliance.daemon import create_app
 from appliance.status import StatusBoard
 from appliance.synthesis.engine import SpeechEngine
 from appliance.synthesis.loading import load_engine
+from appliance.transports.listener import Listener, ListenerLimits
 
 
 def make_config(state_folder: Path, **overrides: object) -> ApplianceConfig:
@@ -33,18 +34,17 @@ def engine(state_folder: Path) -> Iterator[SpeechEngine]:
     engine.close()
 
 
-async def start_app(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
+async def start_app(app: web.Application, max_connections: int = 256, idle_timeout_s: float = 10.0
+                    ) -> tuple[Listener, str]:
+    """Serves `app` on an ephemeral loopback port the way the daemon serves its LAN listener."""
+    listener = Listener(app, "127.0.0.1", 0, ListenerLimits(max_connections, idle_timeout_s, shutdown_timeout_s=2.0))
+    await listener.start()
+    return listener, listener.url
 
 
 @pytest.fixture
 async def server(engine: SpeechEngine, state_folder: Path) -> AsyncIterator[str]:
     """A real daemon on an ephemeral loopback port, sharing the session's engine; yields its base URL."""
-    runner, url = await start_app(create_app(make_config(state_folder), engine=engine))
+    listener, url = await start_app(create_app(make_config(state_folder), engine=engine))
     yield url
-    await runner.cleanup()
+    await listener.stop()

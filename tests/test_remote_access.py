@@ -25,7 +25,7 @@ async def test_a_remote_client_needs_the_token_and_then_gets_real_audio(
     config = dataclasses.replace(hub_setup.config, mdns=MdnsConfig(enabled=False))
     token = ensure_token(config.service.state_folder)
     app = create_app(config, engine=engine)
-    runner, _ = await start_app(app)
+    listener, _ = await start_app(app)
     try:
         await eventually(lambda: tunnel_state(app[STATUS]) == "up", "the tunnel is up")
         async with aiohttp.ClientSession() as http:
@@ -44,4 +44,4 @@ async def test_a_remote_client_needs_the_token_and_then_gets_real_audio(
                 frame = await ws.receive(timeout=30)
             assert start["type"] == "start" and frame.type == aiohttp.WSMsgType.BINARY
     finally:
-        await runner.cleanup()
+        await listener.stop()
