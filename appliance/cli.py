@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ApplianceConfig, ConfigError, load_config
+from .log_redaction import RedactSecrets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
     try:
         config = load_config(args.config, overrides=_overrides(args))
     except ConfigError as e:
@@ -68,9 +71,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run_serve(config: ApplianceConfig, args: argparse.Namespace) -> int:
     from .daemon import serve
     from .service.journal import log_handler
+    from .transports.listener import ListenError
 
-    logging.getLogger().handlers[:] = [log_handler()]
-    serve(config)
+    handler = log_handler()
+    handler.addFilter(RedactSecrets())
+    logging.getLogger().handlers[:] = [handler]
+    try:
+        serve(config)
+    except ListenError as e:
+        print(f"error: {e} (server.host, server.port or tunnel.listener_port)", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -122,6 +132,10 @@ def run_rotate_token(config: ApplianceConfig, args: argparse.Namespace) -> int:
 def run_hub_key(config: ApplianceConfig, args: argparse.Namespace) -> int:
     from .security.commands import print_hub_key
 
+    if not 0 < config.tunnel.remote_port < 65536:
+        print("configuration error: tunnel.remote_port must be set to the hub port forwarded to this appliance "
+              "(1-65535)", file=sys.stderr)
+        return 2
     print_hub_key(config)
     return 0
 

@@ -38,6 +38,19 @@ class ServerConfig:
     """Largest WebSocket message accepted from a client."""
     lan_token_required: bool = False
     """Ask LAN clients for the bearer token too (the tunnel listener always does)."""
+    max_connections: int = 256
+    """Open connections on the LAN listener; more are answered 503 and closed (the tunnel has its own cap)."""
+    idle_timeout_s: float = 10.0
+    """A connection must send complete request headers within this, and may idle this long between requests
+    (both listeners)."""
+    body_timeout_s: float = 10.0
+    """A request body must arrive within this."""
+    send_timeout_s: float = 30.0
+    """A client that takes no audio for this long is cut off, freeing its synthesis slot."""
+    ws_idle_timeout_s: float = 300.0
+    """A WebSocket with nothing sent by the client and nothing playing for this long is closed."""
+    ws_max_queued: int = 8
+    """Utterances one WebSocket may have waiting behind the one playing; more get `queue_full`."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,11 @@ class SynthesisConfig:
     """Useful frames in a request's first CPU decoder window: small, so audio starts early."""
     max_window_frames: int = 128
     """Useful frames in later CPU decoder windows: large, so the context overhead stays small."""
+    max_streams: int = 0
+    """Streams synthesising at once; 0 derives it: two per CPU core when the CPU decodes, two per NPU core
+    when the NPU does."""
+    queue_s: float = 0.5
+    """How long a request waits for a free stream before it is refused as busy (503, Retry-After)."""
     seed: int | None = None
     """Fixed noise seed for reproducible audio (tests, debugging); random per utterance when unset."""
 
@@ -101,6 +119,8 @@ class TunnelConfig:
     """known_hosts file pinning the hub's host key; required when the tunnel is enabled."""
     listener_port: int = 8849
     """Loopback-only listener the tunnel forwards to; every request there needs the bearer token."""
+    max_connections: int = 128
+    """Open connections on the tunnel's listener, apart from the LAN's, so the internet cannot starve the LAN."""
     server_alive_interval_s: int = 15
     max_backoff_s: float = 60.0
 

@@ -10,6 +10,8 @@ draw starts a new prelude stage: its shape is known only once the stage before i
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -60,8 +62,23 @@ class NotAPiperVoiceError(ValueError):
 
 
 def split_piper_voice(model: onnx.ModelProto) -> SplitVoice:
-    # Deep models: the recursive graph walks in onnx's shape inference and ours need head room.
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+    with _recursion_head_room(20_000):
+        return _split(model)
+
+
+@contextmanager
+def _recursion_head_room(limit: int) -> Iterator[None]:
+    """Deep models: the recursive graph walks in onnx's shape inference and ours need head room. The limit is
+    the process's, so it is put back afterwards: the daemon behaves the same with a warm or a cold cache."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+def _split(model: onnx.ModelProto) -> SplitVoice:
     lifted_model, noises = lift_random_nodes(model)
     # onnx's Extractor reads the shapes stored in the model (onnx >= 1.17 no longer infers them), and newer
     # torch exporters store none: infer them once, so every cut point has a value_info.

@@ -23,6 +23,7 @@ from ..status import StatusBoard
 from ..text.phoneme_ids import phonemes_to_ids
 from ..text.phonemes import Phonemizer
 from ..text.sentences import text_pieces
+from .admission import Admission, default_max_streams
 from .fallback import RequestFallback
 from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest
 from .voice_runtime import Latent, LoadedVoice, SynthesisParams
@@ -64,9 +65,14 @@ class SpeechEngine:
     status: StatusBoard
     phonemizer: Phonemizer = field(default_factory=Phonemizer)
     counters: EngineCounters = field(default_factory=EngineCounters)
+    npu_cores: int = 0
+    """NPU cores the decoders run on (0: the CPU decodes); sets the default number of streams."""
 
     def __post_init__(self) -> None:
         self._workers = ThreadPoolExecutor(self.settings.inference_threads, thread_name_prefix="inference")
+        max_streams = self.settings.max_streams or default_max_streams(self.npu_cores)
+        self.admission = Admission(max_streams, self.settings.queue_s)
+        """Every transport takes a slot here before it starts a stream (event-loop thread only)."""
 
     def close(self) -> None:
         self._workers.shutdown(wait=True, cancel_futures=True)

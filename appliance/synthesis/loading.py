@@ -44,7 +44,11 @@ def load_engine(config: ApplianceConfig, status: StatusBoard, npu: NpuProbe | No
         status.update("voices", **{name: {"backend": choice.backend, "reason": choice.reason}})
         log.info("voice %s loaded (%d Hz, %d speaker(s)); decoder on %s: %s", name, files.config.sample_rate,
                  files.config.num_speakers, choice.backend, choice.reason)
-    engine = SpeechEngine(voices, config.voices.default, config.synthesis, config.server.max_text_chars, status)
+    npu_cores = max((len(getattr(v.decoder, "cores", ())) for v in voices.values()), default=0)
+    engine = SpeechEngine(voices, config.voices.default, config.synthesis, config.server.max_text_chars, status,
+                          npu_cores=npu_cores)
+    log.info("admitting %d concurrent stream(s); a request waits up to %.1f s for one",
+             engine.admission.max_streams, engine.admission.queue_s)
     for voice in voices.values():
         warm_up(engine, voice)
     return engine

@@ -1,30 +1,56 @@
-"""Every refusal is JSON: `{"error": {"code": ..., "message": ...}}` with a 4xx status."""
+"""Every refusal is JSON: `{"error": {"code": ..., "message": ...}}` with a 4xx status (503 when busy), and
+every response carries an `X-Request-Id` that the log lines about it repeat."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ..synthesis.admission import Busy
+from ..synthesis.request import RequestError
+from .json_body import ClientGone
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
-def error_body(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, **extra: object) -> dict:
+    return {"error": {"code": code, "message": message, **extra}}
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response(error_body(code, message), status=status)
+def error_response(status: int, code: str, message: str, **extra: object) -> web.Response:
+    return web.json_response(error_body(code, message, **extra), status=status)
+
+
+def busy_response(busy: Busy) -> web.Response:
+    response = error_response(503, "busy", str(busy), retry_after=busy.retry_after_s)
+    response.headers["Retry-After"] = str(busy.retry_after_s)
+    return response
 
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own refusals (404, 405, 413 ...) and unexpected failures, as JSON too."""
+    """Refusals raised by handlers (RequestError, Busy) and aiohttp's own (404, 405, 413 ...) as JSON; an
+    unexpected failure before the headers as a JSON 500 (a bug: logged with its traceback)."""
+    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(6)
+    request[REQUEST_ID] = request_id
     try:
-        return await handler(request)
+        response = await handler(request)
+    except RequestError as e:
+        response = error_response(e.status, e.code, e.message)
+    except Busy as e:
+        response = busy_response(e)
+    except ConnectionError as e:  # ClientGone among them: nobody is left to answer
+        if request.writer.output_size > 0:
+            raise
+        log.info("request %s: the client went away (%s %s: %s)", request_id, request.method, request.path,
+                 "while sending its request" if isinstance(e, ClientGone) else type(e).__name__)
+        response = error_response(400, "client_gone", "the client went away")
     except web.HTTPException as e:
         if e.status < 400 or e.content_type == "application/json":
             raise
@@ -33,7 +59,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         for name in ("Allow", "WWW-Authenticate"):
             if name in e.headers:
                 response.headers[name] = e.headers[name]
-        return response
     except Exception:
-        log.exception("unexpected error serving %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "the appliance failed to answer; see its log")
+        if request.writer.output_size > 0:
+            # A response went out already: a second one would land inside its body. Close the connection.
+            log.exception("request %s: failed after its response started; connection closed", request_id)
+            raise ConnectionError("response already started") from None
+        log.exception("request %s: unexpected error serving %s %s", request_id, request.method, request.path)
+        response = error_response(500, "internal_error", "the appliance failed to answer; see its log")
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    return response

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -14,9 +15,9 @@ from .. import __version__
 from ..app_keys import CONFIG, ENGINE, STATUS
 from ..audio.formats import AudioFormat, EncoderSettings, make_encoder
 from ..synthesis.engine import PreparedRequest
-from ..synthesis.request import RequestError
-from .errors import error_response
-from .options import parse_request
+from .errors import REQUEST_ID
+from .json_body import read_json_object
+from .options import REQUEST_KEYS, parse_request, refuse_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -30,57 +31,76 @@ def add_http_routes(app: web.Application) -> None:
 
 
 async def speak(request: web.Request) -> web.StreamResponse:
+    """Checks the whole request, waits for a synthesis slot, and only then sends headers and streams."""
+    config = request.app[CONFIG]
+    raw: Mapping[str, Any]
     if request.method == "POST":
-        if request.content_type != "application/json":
-            return error_response(415, "unsupported_media_type", "send JSON with Content-Type: application/json")
-        try:
-            raw: Any = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return error_response(400, "malformed_json", "the request body is not valid JSON")
-        if not isinstance(raw, dict):
-            return error_response(400, "malformed_json", "the request body must be a JSON object")
+        raw = await read_json_object(request, config.server.body_timeout_s)
     else:
         raw = request.query
+    refuse_unknown_keys(raw, REQUEST_KEYS)
+    synthesis_request, audio_format = parse_request(raw, config.audio.default_format,
+                                                    strings=request.method == "GET")
     engine = request.app[ENGINE]
-    default_format = request.app[CONFIG].audio.default_format
-    try:
-        synthesis_request, audio_format = parse_request(raw, default_format, strings=request.method == "GET")
-        prepared = engine.prepare(synthesis_request)
-    except RequestError as e:
-        return error_response(e.status, e.code, e.message)
-    return await stream_audio(request, prepared, audio_format)
+    prepared = engine.prepare(synthesis_request)
+    async with engine.admission.slot():
+        return await stream_audio(request, prepared, audio_format)
 
 
 async def stream_audio(
     request: web.Request, prepared: PreparedRequest, audio_format: AudioFormat
 ) -> web.StreamResponse:
-    engine = request.app[ENGINE]
-    settings = EncoderSettings(opus_bitrate=request.app[CONFIG].audio.opus_bitrate)
+    """Streams one admitted request. Once the headers are out, a failure can only be told by cutting the
+    stream: the connection is closed without the final chunk, so every HTTP client reports an incomplete
+    body (a second response inside the body would corrupt it)."""
+    engine, config = request.app[ENGINE], request.app[CONFIG]
+    request_id = request[REQUEST_ID]
+    settings = EncoderSettings(opus_bitrate=config.audio.opus_bitrate)
     sample_rate = prepared.voice.config.sample_rate
     encoder = make_encoder(audio_format, sample_rate, settings)
     response = web.StreamResponse(headers={
         "Content-Type": encoder.content_type,
         "Cache-Control": "no-store",
+        "X-Request-Id": request_id,
         "X-Voice": prepared.voice.name,
         "X-Sample-Rate": str(sample_rate),
         "X-Decoder-Backend": prepared.voice.decoder.name,
     })
     response.enable_chunked_encoding()
     await response.prepare(request)
+    send_timeout = config.server.send_timeout_s
     audio = engine.stream(prepared)
     try:
         async for chunk in audio:
             data = encoder.encode(chunk.samples)
-            if data:
-                await response.write(data)  # raises once the client has gone: the stream then stops
+            if data:  # raises once the client has gone: the stream then stops
+                await asyncio.wait_for(response.write(data), send_timeout)
         await response.write(encoder.finish())
         await response.write_eof()
     except ConnectionError:
-        log.info("client went away during %s; synthesis stopped", request.path)
+        log.info("request %s: the client went away during %s; synthesis stopped", request_id, request.path)
+    except TimeoutError:
+        log.info("request %s: the client took no audio for %g s; cut off", request_id, send_timeout)
+        _cut(request, flush=False)
+    except Exception as e:
+        log.warning("request %s: synthesis failed after the headers were sent; stream cut: %s: %s",
+                    request_id, type(e).__name__, e)
+        _cut(request, flush=True)
     finally:
         await audio.aclose()
         encoder.close()
     return response
+
+
+def _cut(request: web.Request, *, flush: bool) -> None:
+    """Ends the connection without the chunked terminator. `flush`: the audio already written goes first."""
+    transport = request.transport
+    if transport is None:
+        return
+    if flush:
+        transport.close()
+    else:
+        transport.abort()
 
 
 async def voices(request: web.Request) -> web.Response:
@@ -102,7 +122,8 @@ async def health(request: web.Request) -> web.Response:
         "voices": voices_status,
         "default_voice": engine.default_voice,
         "streams": {"active": engine.counters.active_streams, "completed": engine.counters.completed,
-                    "cancelled": engine.counters.cancelled},
+                    "cancelled": engine.counters.cancelled, "max": engine.admission.max_streams,
+                    "waiting": engine.admission.waiting, "rejected_busy": engine.admission.counters.rejected},
         **board,
     }
     return web.json_response(body)

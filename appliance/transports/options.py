@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ..audio.formats import AudioFormat
 from ..synthesis.request import RequestError, SynthesisRequest
 
 OPTION_KEYS = ("voice", "speaker", "length_scale", "noise_scale", "noise_w", "format", "seed")
+REQUEST_KEYS = ("text", *OPTION_KEYS)
+
+
+def refuse_unknown_keys(raw: Mapping[str, Any], known: Collection[str]) -> None:
+    """A key we do not know is refused by name, rather than silently ignored (`"speed": 2` is not spoken fast)."""
+    for key in raw:
+        if key not in known:
+            shown = key if len(key) <= 40 else key[:40] + "…"
+            raise RequestError("unknown_option", f"unknown option {shown!r}; known: {', '.join(known)}")
 
 
 def parse_options(raw: Mapping[str, Any], default_format: str, *, strings: bool = False) -> tuple[dict, AudioFormat]:
@@ -28,13 +38,15 @@ def parse_options(raw: Mapping[str, Any], default_format: str, *, strings: bool 
         options["speaker"] = speaker
     if raw.get("seed") is not None:
         seed = raw["seed"]
-        if strings and isinstance(seed, str) and seed.isdigit():
+        if strings and isinstance(seed, str) and seed.isascii() and seed.isdigit() and len(seed) <= 19:
             seed = int(seed)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
             raise RequestError("invalid_option", "seed must be a whole number from 0 to 2^63-1")
         options["seed"] = seed
     fmt = raw.get("format") or default_format
     try:
+        if not isinstance(fmt, str):
+            raise ValueError(fmt)
         audio_format = AudioFormat(fmt)
     except ValueError:
         raise RequestError("invalid_option", f"format must be one of {[f.value for f in AudioFormat]}") from None
@@ -51,11 +63,13 @@ def parse_request(raw: Mapping[str, Any], default_format: str, *, strings: bool 
 
 
 def _number(key: str, value: Any, strings: bool) -> float:
-    if strings and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A finite float; strings only from a query string. Huge integers and inf/nan are refused by name."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str) or (isinstance(value, str) and not strings):
         raise RequestError("invalid_option", f"{key} must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise RequestError("invalid_option", f"{key} must be a number") from None
+    if not math.isfinite(number):
+        raise RequestError("invalid_option", f"{key} must be a finite number")
+    return number

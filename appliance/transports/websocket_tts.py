@@ -18,23 +18,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..app_keys import CONFIG, ENGINE
 from ..audio.formats import AudioFormat, EncoderSettings, make_encoder
+from ..synthesis.admission import Busy
 from ..synthesis.engine import PreparedRequest, SpeechEngine
 from ..synthesis.request import RequestError, SynthesisRequest
 from ..text.sentences import SentenceBuffer
-from .options import parse_options, parse_request
+from .json_body import parse_json_object
+from .options import OPTION_KEYS, parse_options, parse_request, refuse_unknown_keys
 
 log = logging.getLogger(__name__)
+
+MESSAGE_KEYS = {
+    "speak": ("type", "id", "text", *OPTION_KEYS),
+    "text": ("type", "id", "text", *OPTION_KEYS),
+    "flush": ("type", "id"),
+    "cancel": ("type", "id"),
+}
+"""The keys each message type may carry; any other is refused by name (`unknown_option`)."""
 
 HARD_LIMIT_FACTOR = 4
 """aiohttp closes the socket (1009) beyond this multiple of the message limit; below it we answer with an
@@ -69,6 +78,8 @@ class WsSession:
     encoder_settings: EncoderSettings
     max_text_chars: int
     max_message_bytes: int
+    max_queued: int
+    idle_timeout_s: float
     queue: asyncio.Queue[Utterance] = field(default_factory=asyncio.Queue)
     current: Utterance | None = None
     open_text: Utterance | None = None
@@ -80,17 +91,26 @@ class WsSession:
     async def run(self) -> None:
         self._player = asyncio.create_task(self._play())
         try:
-            async for message in self.ws:
+            while not self.ws.closed:
+                try:
+                    message = await self.ws.receive(timeout=self.idle_timeout_s)
+                except TimeoutError:
+                    if self.current is None and self.queue.empty() and self.open_text is None:
+                        log.info("websocket idle for %g s; closing it", self.idle_timeout_s)
+                        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"idle")
+                        break
+                    continue
                 if message.type == WSMsgType.TEXT:
                     await self._on_text(message.data)
                 elif message.type == WSMsgType.BINARY:
                     await self.error("unexpected_binary", "send JSON text messages, not binary ones")
+                elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
                 elif message.type == WSMsgType.ERROR:
                     log.info("websocket closed with error: %s", self.ws.exception())
+                    break
         finally:
-            self._player.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._player
+            await self._stop_player()
 
     # -- incoming -------------------------------------------------------------------------------------
 
@@ -99,15 +119,13 @@ class WsSession:
             await self.error("message_too_large", f"messages are limited to {self.max_message_bytes} bytes")
             return
         try:
-            message: Any = json.loads(data)
-        except json.JSONDecodeError:
-            await self.error("malformed_json", "messages must be JSON objects")
-            return
-        if not isinstance(message, dict):
-            await self.error("malformed_json", "messages must be JSON objects")
+            message = parse_json_object(data)
+        except RequestError as e:
+            await self.error(e.code, e.message)
             return
         kind = message.get("type")
         try:
+            refuse_unknown_keys(message, MESSAGE_KEYS.get(kind, ("type",)) if isinstance(kind, str) else ("type",))
             if kind == "speak":
                 await self._speak(message)
             elif kind == "text":
@@ -124,7 +142,13 @@ class WsSession:
     async def _speak(self, message: dict) -> None:
         request, audio_format = parse_request(message, self.default_format)
         prepared = self.engine.prepare(request)
-        self.queue.put_nowait(Utterance(self._new_id(message), prepared, audio_format, time.monotonic()))
+        self._enqueue(Utterance(self._new_id(message), prepared, audio_format, time.monotonic()))
+
+    def _enqueue(self, utterance: Utterance) -> None:
+        if self.queue.qsize() >= self.max_queued:
+            raise RequestError("queue_full", f"{self.max_queued} utterances are already waiting on this "
+                                             "connection; wait for one to end or cancel")
+        self.queue.put_nowait(utterance)
 
     async def _text(self, message: dict) -> None:
         text = message.get("text")
@@ -133,9 +157,10 @@ class WsSession:
         if self.open_text is None:
             options, audio_format = parse_options(message, self.default_format)
             prepared = self.engine.prepare(SynthesisRequest(text="", **options), text_follows=True)
-            self.open_text = Utterance(self._new_id(message), prepared, audio_format, time.monotonic(),
-                                       more_text=asyncio.Queue())
-            self.queue.put_nowait(self.open_text)
+            utterance = Utterance(self._new_id(message), prepared, audio_format, time.monotonic(),
+                                  more_text=asyncio.Queue())
+            self._enqueue(utterance)
+            self.open_text = utterance
         utterance = self.open_text
         utterance.streamed_chars += len(text)
         if utterance.streamed_chars > self.max_text_chars:
@@ -161,13 +186,23 @@ class WsSession:
             ids.append(self.queue.get_nowait().id)
         self.open_text = None
         self.buffer.flush()
-        if self._player is not None:
-            self._player.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._player
+        await self._stop_player()
         self.current = None
         self._player = asyncio.create_task(self._play())
         await self.send_json({"type": "cancelled", "ids": ids})
+
+    async def _stop_player(self) -> None:
+        """Cancels the player and waits for it; it never raises (a failure was reported when it happened)."""
+        player, self._player = self._player, None
+        if player is None:
+            return
+        player.cancel()
+        try:
+            await player
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("websocket player ended with an error")
 
     def _new_id(self, message: dict) -> str:
         given = message.get("id")
@@ -176,18 +211,24 @@ class WsSession:
     # -- outgoing -------------------------------------------------------------------------------------
 
     async def _play(self) -> None:
-        while True:
+        """Plays the queue, one utterance at a time. A failed utterance is reported with its id and the next
+        one plays; only the socket closing ends this loop."""
+        while not self.ws.closed:
             utterance = await self.queue.get()
             self.current = utterance
             try:
-                await self._play_one(utterance)
+                async with self.engine.admission.slot():
+                    await self._play_one(utterance)
             except RequestError as e:
                 await self.error(e.code, e.message, utterance.id)
-            except (ConnectionError, RuntimeError) as e:
-                if self.ws.closed:
-                    return
-                log.exception("utterance %s failed", utterance.id)
-                await self.error("synthesis_failed", str(e), utterance.id)
+            except Busy as e:
+                await self.error("busy", str(e), utterance.id, retry_after=e.retry_after_s)
+            except ConnectionError:
+                return  # the socket is gone: nobody to tell
+            except Exception as e:
+                log.warning("websocket utterance %s failed: %s: %s", utterance.id, type(e).__name__, e)
+                await self.error("synthesis_failed", "synthesis of this utterance failed; see the log",
+                                 utterance.id)
             finally:
                 self.current = None
 
@@ -232,12 +273,13 @@ class WsSession:
         async with self._send_lock:
             await self.ws.send_bytes(data)
 
-    async def error(self, code: str, message: str, utterance_id: str | None = None) -> None:
-        body: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    async def error(self, code: str, message: str, utterance_id: str | None = None, **extra: Any) -> None:
+        body: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
         if utterance_id:
             body["id"] = utterance_id
         if not self.ws.closed:
-            await self.send_json(body)
+            with contextlib.suppress(ConnectionError):
+                await self.send_json(body)
 
 
 async def websocket_tts(request: web.Request) -> web.WebSocketResponse:
@@ -247,6 +289,13 @@ async def websocket_tts(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     session = WsSession(ws, request.app[ENGINE], config.audio.default_format,
                         EncoderSettings(opus_bitrate=config.audio.opus_bitrate),
-                        config.server.max_text_chars, limit)
-    await session.run()
+                        config.server.max_text_chars, limit, config.server.ws_max_queued,
+                        config.server.ws_idle_timeout_s)
+    try:
+        await session.run()
+    except ConnectionError:
+        log.info("websocket client went away")
+    except Exception:
+        log.exception("websocket session failed; closing it")
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
     return ws

@@ -80,17 +80,25 @@ class VoiceConfig:
 
     def speaker_id(self, speaker: str | int | None) -> int | None:
         """Resolve a speaker given by name or id; None for single-speaker voices. Raises KeyError if unknown."""
+        shown = _shown(speaker)
         if self.num_speakers <= 1:
             if speaker in (None, 0, "0", ""):
                 return None
-            raise KeyError(f"this voice has a single speaker, {speaker!r} is not one")
+            raise KeyError(f"this voice has a single speaker, {shown} is not one")
         if speaker is None or speaker == "":
             return 0
-        if isinstance(speaker, int) or (isinstance(speaker, str) and speaker.isdigit()):
-            sid = int(speaker)
+        # ASCII digits only: "²".isdigit() is true, but int("²") fails.
+        if isinstance(speaker, int) or (isinstance(speaker, str) and speaker.isascii() and speaker.isdigit()):
+            sid = int(speaker) if isinstance(speaker, int) or len(speaker) <= 9 else -1
             if 0 <= sid < self.num_speakers:
                 return sid
-            raise KeyError(f"speaker id {sid} is out of range 0..{self.num_speakers - 1}")
+            raise KeyError(f"speaker id {shown} is out of range 0..{self.num_speakers - 1}")
         if self.speaker_id_map and speaker in self.speaker_id_map:
             return self.speaker_id_map[speaker]
-        raise KeyError(f"unknown speaker {speaker!r}")
+        raise KeyError(f"unknown speaker {shown}")
+
+
+def _shown(speaker: str | int | None) -> str:
+    """A speaker as a client gave it, cut short for messages (a 4,000-digit id is not repeated back)."""
+    text = str(speaker) if not isinstance(speaker, int) or abs(speaker) < 10**12 else "(a huge number)"
+    return repr(text if len(text) <= 40 else text[:40] + "…")
