@@ -17,6 +17,7 @@ from ..audio.formats import AudioFormat, EncoderSettings, make_encoder
 from ..synthesis.engine import PreparedRequest
 from .errors import REQUEST_ID
 from .json_body import read_json_object
+from .off_loop import off_loop
 from .options import REQUEST_KEYS, parse_request, refuse_unknown_keys
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,10 @@ async def stream_audio(
     audio = engine.stream(prepared)
     try:
         async for chunk in audio:
-            data = encoder.encode(chunk.samples)
+            data = await off_loop(encoder.encode, chunk.samples)
             if data:  # raises once the client has gone: the stream then stops
                 await asyncio.wait_for(response.write(data), send_timeout)
-        await response.write(encoder.finish())
+        await response.write(await off_loop(encoder.finish))
         await response.write_eof()
     except ConnectionError:
         log.info("request %s: the client went away during %s; synthesis stopped", request_id, request.path)

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..synthesis.request import RequestError
 
@@ -44,7 +45,7 @@ async def read_json_object(request: web.Request, timeout_s: float) -> dict[str, 
     except web.HTTPRequestEntityTooLarge:
         raise RequestError("body_too_large", f"the request body is larger than {request.client_max_size} bytes",
                            413) from None
-    except HttpProcessingError:
+    except (HttpProcessingError, RequestPayloadError):
         raise RequestError("malformed_body", "the request body could not be decoded (Content-Encoding?)") from None
     except ConnectionError as e:
         raise ClientGone("the client went away while sending its request") from e

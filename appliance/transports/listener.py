@@ -9,7 +9,8 @@ line or a header (an `Authorization: Bearer …` among them). A listener here:
 - closes a connection that has not sent complete headers, or sits idle between requests, after
   `idle_timeout_s` (aiohttp's keep-alive timer covers both: it runs from the connection's start);
 - answers malformed requests with our JSON error body, and logs neither the offending line nor any header;
-- logs each request's path without its query string (a token sent as `?token=` never reaches the log).
+- logs each request's route, never its query string or an unknown path (a token sent as `?token=` or
+  pasted into a URL never reaches the log).
 
 Threading: everything here runs on the event loop thread.
 """
@@ -59,11 +60,16 @@ class ListenerLimits:
         return cls(max_connections=max_connections, idle_timeout_s=server.idle_timeout_s)
 
 
-class PathAccessLogger(AbstractAccessLogger):
-    """One line per request: client, method, path (never the query string), status, bytes, seconds."""
+class RouteAccessLogger(AbstractAccessLogger):
+    """One line per request: client, method, the route it matched (never the query string, nor a path we
+    have no route for: a client can put anything there, a token included), status, bytes, seconds."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method, request.path,
+        match_info = getattr(request, "match_info", None)
+        route = getattr(match_info, "route", None)
+        resource = getattr(route, "resource", None)
+        path = resource.canonical if resource is not None else "(no route)"
+        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method[:16], path,
                          response.status, response.body_length, time)
 
 
@@ -152,7 +158,7 @@ class ConnectionGate:
             on_close=self._closed,
             loop=asyncio.get_running_loop(),
             keepalive_timeout=self.limits.idle_timeout_s,
-            access_log_class=PathAccessLogger,
+            access_log_class=RouteAccessLogger,
             access_log=access_log,
             max_line_size=self.limits.max_header_bytes,
             max_field_size=self.limits.max_header_bytes,
@@ -231,7 +237,7 @@ class Listener:
     async def start(self) -> None:
         self.bind()
         assert self._sock is not None
-        runner = web.AppRunner(self.app, handle_signals=False, access_log_class=PathAccessLogger,
+        runner = web.AppRunner(self.app, handle_signals=False, access_log_class=RouteAccessLogger,
                                access_log=access_log, shutdown_timeout=self.limits.shutdown_timeout_s)
         await runner.setup()
         try:

@@ -33,6 +33,7 @@ from ..synthesis.engine import PreparedRequest, SpeechEngine
 from ..synthesis.request import RequestError, SynthesisRequest
 from ..text.sentences import SentenceBuffer
 from .json_body import parse_json_object
+from .off_loop import off_loop
 from .options import OPTION_KEYS, parse_options, parse_request, refuse_unknown_keys
 
 log = logging.getLogger(__name__)
@@ -247,11 +248,11 @@ class WsSession:
         try:
             async for chunk in audio:
                 samples += len(chunk.samples)
-                data = encoder.encode(chunk.samples)
+                data = await off_loop(encoder.encode, chunk.samples)
                 if data:
                     first_audio = first_audio or time.monotonic()
                     await self.send_bytes(data)
-            tail = encoder.finish()
+            tail = await off_loop(encoder.finish)
             if tail:
                 await self.send_bytes(tail)
         finally:

@@ -1,0 +1,105 @@
+"""The real daemon as users run it: `python -m appliance serve` in its own process, with a config file, its
+log captured to a file, both listeners on loopback (the tunnel's listener without a hub: only the listener
+is under test)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class DaemonProcess:
+    process: subprocess.Popen[bytes]
+    lan_url: str
+    tunnel_url: str
+    state_folder: Path
+    log_path: Path
+    config_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+
+def write_config(folder: Path, lan_port: int, tunnel_port: int, extra: str = "") -> Path:
+    (folder / "state").mkdir(parents=True, exist_ok=True)
+    config = folder / "config.toml"
+    config.write_text(f"""
+[server]
+host = "127.0.0.1"
+port = {lan_port}
+
+[mdns]
+enabled = false
+
+[tunnel]
+# The listener the tunnel forwards to runs; with no hub named, no ssh is started.
+enabled = true
+listener_port = {tunnel_port}
+
+[service]
+state_folder = "{folder / 'state'}"
+watchdog = false
+{extra}
+""")
+    return config
+
+
+@contextlib.contextmanager
+def running_daemon(folder: Path, extra_config: str = "", timeout_s: float = 90.0) -> Iterator[DaemonProcess]:
+    lan_port, tunnel_port = free_port(), free_port()
+    config = write_config(folder, lan_port, tunnel_port, extra_config)
+    log_path = folder / "daemon.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "serve"],
+                                   cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    daemon = DaemonProcess(process, f"http://127.0.0.1:{lan_port}", f"http://127.0.0.1:{tunnel_port}",
+                           folder / "state", log_path, config)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the daemon exited with {process.returncode}:\n{daemon.log_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{daemon.lan_url}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the daemon did not answer within {timeout_s} s:\n{daemon.log_text()[-3000:]}")
+            time.sleep(0.2)
+        yield daemon
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
