@@ -3,11 +3,12 @@ no word is lost or reordered, and sentence ends stay unit ends."""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.text.sentences import SentenceBuffer, text_pieces, text_units
 from appliance.text.units import MAX_UNIT_CHARS, MAX_UNIT_PHONEMES, phoneme_units
+from appliance.text.validation import InvalidText, clean_text
 
 # Words, spaces, sentence and clause punctuation, CJK, a combining accent: what the cuts care about.
 ALPHABET = st.sampled_from([*"abcdefxyz      ,;:.!?—-\n\"'。，、你好é", "\u0301"])
@@ -90,3 +91,25 @@ def test_an_unpunctuated_stream_starts_speaking_once_a_unit_has_arrived() -> Non
     first = next(i for i, ready in handed if ready)
     assert (first + 1) * 3 <= MAX_UNIT_CHARS + 6
     assert all(ready.strip().endswith("la") for _, ready in handed if ready)
+
+
+@settings(max_examples=200)
+@given(st.text())
+def test_control_characters_become_spaces_and_lone_surrogates_are_refused(text: str) -> None:
+    try:
+        cleaned = clean_text(text)
+    except InvalidText as e:
+        assert 0xD800 <= ord(text[e.position]) <= 0xDFFF
+        return
+    assert len(cleaned) == len(text)
+    assert all(c in "\t\n\r" or not (ord(c) < 32 or 0x7F <= ord(c) <= 0x9F) for c in cleaned)
+    cleaned.encode()  # espeak-ng gets UTF-8
+
+
+def test_a_lone_surrogate_is_named_by_its_position() -> None:
+    try:
+        clean_text("Hi \ud800 there.")
+    except InvalidText as e:
+        assert e.position == 3 and "U+D800" in str(e)
+    else:
+        raise AssertionError("a lone surrogate was accepted")

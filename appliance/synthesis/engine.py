@@ -25,7 +25,7 @@ from ..text.phonemes import Phonemizer
 from ..text.sentences import text_units
 from ..text.units import phoneme_units
 from .fallback import RequestFallback
-from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest
+from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest, checked_text
 from .voice_runtime import Latent, LoadedVoice, SynthesisParams
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class SpeechEngine:
     def prepare(self, request: SynthesisRequest, *, text_follows: bool = False) -> PreparedRequest:
         """Checks a request; raises RequestError naming what is wrong. Nothing is synthesised yet.
         `text_follows`: more text will be streamed into the request, so it may start empty."""
-        text = request.text if isinstance(request.text, str) else ""
+        text = checked_text(request.text if isinstance(request.text, str) else "")
         if not text.strip() and not text_follows:
             raise RequestError("empty_text", "text is empty")
         if len(text) > self.max_text_chars:
