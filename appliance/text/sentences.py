@@ -10,15 +10,22 @@ from collections.abc import Iterator
 from .units import MAX_UNIT_CHARS, bounded_units, cut_index
 
 # A sentence end: terminal punctuation (Latin, CJK, Devanagari, Arabic), closing quotes/brackets, then space;
-# or a blank line / line break.
-_BOUNDARY = re.compile(r"(?<=[.!?;。！？؟।])[\"'”’)\]]*\s+|\n\s*")
+# or a blank line / line break. The closers belong to the sentence they close.
+_BOUNDARY = re.compile(r"(?<=[.!?;。！？؟।])(?P<closers>[\"'”’)\]]*)\s+|\n\s*")
 
 
 def text_pieces(text: str) -> Iterator[str]:
-    for piece in _BOUNDARY.split(text):
-        piece = piece.strip()
-        if piece:
-            yield piece
+    start = 0
+    for match in _BOUNDARY.finditer(text):
+        yield from _stripped(text[start:match.start() + len(match.group("closers") or "")])
+        start = match.end()
+    yield from _stripped(text[start:])
+
+
+def _stripped(piece: str) -> Iterator[str]:
+    piece = piece.strip()
+    if piece:
+        yield piece
 
 
 def text_units(text: str, max_chars: int = MAX_UNIT_CHARS) -> Iterator[str]:
