@@ -11,8 +11,11 @@ loaded daemon's):
     encode time        0.4 s   0.7 s   1.2 s   1.8 s   3.4 s   5.4 s   7.7 s
 
 Numbers expand: "1234567 " gives ~10 phonemes per character (100 characters → 1,929 ids, +361 MB), so the
-phoneme sequence is capped on its own. The caps keep one unit within ~55 MB and ~1.2 s of encoding (the delay
-before a long unpunctuated text starts speaking) while leaving ordinary sentences whole.
+phoneme sequence is capped on its own. The caps (250 characters ≈ 290 phonemes of ordinary words; at most 603
+ids) keep one encoder call between the 537- and 801-id columns, ~25–50 MB and ~1 s of encoding (the delay
+before a long unpunctuated text starts speaking), while leaving ordinary sentences whole. A first choice of
+300 characters / 400 phonemes let 500 characters of digits peak 152 MB above a short sentence over a whole
+synthesis (`benchmarks/memory.py`); 300 phonemes brought that to 94 MB.
 
 A piece of text longer than the cap is cut at the last clause punctuation within the cap (a natural pause),
 else at the last whitespace (between words), else hard (a "word" longer than the cap). Nothing is appended at
@@ -26,10 +29,10 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import Final
 
-MAX_UNIT_CHARS: Final = 300
+MAX_UNIT_CHARS: Final = 250
 """Characters per espeak-ng call (its crash threshold is ≈ 3,200 for one word)."""
-MAX_UNIT_PHONEMES: Final = 400
-"""Phonemes per encoder call; Piper maps each phoneme to one id plus a pad, so ≤ 2·400 + 3 = 803 ids."""
+MAX_UNIT_PHONEMES: Final = 300
+"""Phonemes per encoder call; Piper maps each phoneme to one id plus a pad, so ≤ 2·300 + 3 = 603 ids."""
 
 # Punctuation after which a pause sounds natural when followed by a space (Latin, Arabic), or even without one
 # (CJK, which does not separate words by spaces).
