@@ -22,10 +22,11 @@ from ..service.watchdog import probe_executor
 from ..status import StatusBoard
 from ..text.phoneme_ids import phonemes_to_ids
 from ..text.phonemes import Phonemizer
-from ..text.sentences import text_pieces
+from ..text.sentences import text_units
+from ..text.units import phoneme_units
 from .admission import Admission, default_max_streams
 from .fallback import RequestFallback
-from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest
+from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest, checked_text
 from .voice_runtime import Latent, LoadedVoice, SynthesisParams
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class AudioChunk:
     """Mono float32 in [-1, 1]."""
     sample_rate: int
     sentence: int
-    """Index of the sentence this window belongs to."""
+    """Index of the synthesis unit (a sentence, or a bounded part of a long one) this window belongs to."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class SpeechEngine:
     def prepare(self, request: SynthesisRequest, *, text_follows: bool = False) -> PreparedRequest:
         """Checks a request; raises RequestError naming what is wrong. Nothing is synthesised yet.
         `text_follows`: more text will be streamed into the request, so it may start empty."""
-        text = request.text if isinstance(request.text, str) else ""
+        text = checked_text(request.text if isinstance(request.text, str) else "")
         if not text.strip() and not text_follows:
             raise RequestError("empty_text", "text is empty")
         if len(text) > self.max_text_chars:
@@ -155,12 +156,14 @@ class SpeechEngine:
             self._track(-1, finished)
 
     def sentence_ids(self, voice: LoadedVoice, text: str) -> list[list[int]]:
-        """Phoneme ids of each sentence in `text` (blocking: espeak-ng)."""
+        """Phoneme ids of each bounded unit of `text` (blocking: espeak-ng), one list per encoder call."""
         found = []
-        for phonemes in self.phonemizer.sentences(text, voice.config.espeak_voice):
-            ids = phonemes_to_ids(phonemes, voice.config.phoneme_id_map)
-            if len(ids) > 3:  # more than BOS, PAD, EOS: something to say
-                found.append(ids)
+        for unit in text_units(text):  # `text` is usually one unit already; bounded here for every caller
+            for sentence in self.phonemizer.sentences(unit, voice.config.espeak_voice):
+                for phonemes in phoneme_units(sentence):  # numbers expand: "123…" is ~10 phonemes a character
+                    ids = phonemes_to_ids(phonemes, voice.config.phoneme_id_map)
+                    if len(ids) > 3:  # more than BOS, PAD, EOS: something to say
+                        found.append(ids)
         return found
 
     def _track(self, delta: int, finished: bool = False) -> None:
@@ -199,11 +202,13 @@ class SpeechEngine:
 
 
 async def _pieces(text: str, more_text: AsyncIterator[str] | None) -> AsyncIterator[str]:
-    for piece in text_pieces(text):
+    """Bounded synthesis units, in order: each is phonemized and encoded on its own, so memory and the wait
+    before the first audio do not grow with the text."""
+    for piece in text_units(text):
         yield piece
     if more_text is not None:
         async for chunk in more_text:
-            for piece in text_pieces(chunk):
+            for piece in text_units(chunk):
                 yield piece
 
 

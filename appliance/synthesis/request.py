@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from ..text.validation import InvalidText, clean_text
+
 NOISE_RANGE: Final = (0.0, 2.0)
 LENGTH_RANGE: Final = (0.1, 5.0)
 
@@ -17,6 +19,14 @@ class RequestError(ValueError):
         self.code = code
         self.message = message
         self.status = status
+
+
+def checked_text(text: str) -> str:
+    """Client text made safe for espeak-ng (control characters → spaces); a lone surrogate is refused."""
+    try:
+        return clean_text(text)
+    except InvalidText as e:
+        raise RequestError("invalid_text", f"{e}; send valid Unicode") from None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ..app_keys import CONFIG, ENGINE
 from ..audio.formats import AudioFormat, EncoderSettings, make_encoder
 from ..synthesis.admission import Busy
 from ..synthesis.engine import PreparedRequest, SpeechEngine
-from ..synthesis.request import RequestError, SynthesisRequest
+from ..synthesis.request import RequestError, SynthesisRequest, checked_text
 from ..text.sentences import SentenceBuffer
 from .json_body import parse_json_object
 from .off_loop import off_loop
@@ -155,6 +155,7 @@ class WsSession:
         text = message.get("text")
         if not isinstance(text, str):
             raise RequestError("invalid_text", "text must be a string")
+        text = checked_text(text)
         if self.open_text is None:
             options, audio_format = parse_options(message, self.default_format)
             prepared = self.engine.prepare(SynthesisRequest(text="", **options), text_follows=True)
