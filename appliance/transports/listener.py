@@ -29,6 +29,8 @@ from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from ..config import ServerConfig
@@ -65,10 +67,13 @@ class RouteAccessLogger(AbstractAccessLogger):
     have no route for: a client can put anything there, a token included), status, bytes, seconds."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        match_info = getattr(request, "match_info", None)
-        route = getattr(match_info, "route", None)
-        resource = getattr(route, "resource", None)
-        path = resource.canonical if resource is not None else "(no route)"
+        path = "(no route)"
+        try:  # match_info is unset on a request the parser refused (aiohttp asserts)
+            resource = request.match_info.route.resource  # type: ignore[attr-defined]
+            if resource is not None:
+                path = resource.canonical
+        except (AssertionError, AttributeError):
+            pass
         self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method[:16], path,
                          response.status, response.body_length, time)
 
@@ -85,6 +90,15 @@ class GuardedRequestHandler(web.RequestHandler):
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """A broken request body met while aiohttp drains it after our answer is the client's fault: not an
+        ERROR with a traceback (which could quote the client's bytes)."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, RequestPayloadError | HttpProcessingError | ConnectionError):
+            log.debug("dropped a connection with a broken request: %s", type(exc).__name__)
+            return
+        super().log_exception(*args, **kwargs)
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
