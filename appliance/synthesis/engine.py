@@ -1,7 +1,8 @@
 """The speech engine: text in, an async stream of audio windows out. The only way transports get audio.
 
-Blocking model work runs on a bounded pool of inference workers, one window at a time, so windows of
-concurrent requests interleave, and a request whose consumer goes away stops before its next window.
+Blocking model work runs on a bounded set of inference workers (`workers.py`), one job (a unit's phonemes, its
+encoding, one window) at a time, earliest deadline first: a new request's first window comes before the windows
+of streams that are ahead of their listeners. A request whose consumer goes away stops before its next window.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import itertools
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,8 +30,10 @@ from .admission import Admission, default_max_streams
 from .fallback import RequestFallback
 from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest, checked_text
 from .voice_runtime import Latent, LoadedVoice, SynthesisParams
+from .workers import DeadlineWorkers
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class SpeechEngine:
     """NPU cores the decoders run on (0: the CPU decodes); sets the default number of streams."""
 
     def __post_init__(self) -> None:
-        self._workers = ThreadPoolExecutor(self.settings.inference_threads, thread_name_prefix="inference")
+        self._workers = DeadlineWorkers(self.settings.inference_threads)
         max_streams = self.settings.max_streams or default_max_streams(self.npu_cores)
         self.admission = Admission(max_streams, self.settings.queue_s)
         """Every transport takes a slot here before it starts a stream (event-loop thread only)."""
@@ -120,15 +124,15 @@ class SpeechEngine:
         the work: the window being decoded finishes, no further window starts."""
         voice = prepared.voice
         rng = np.random.default_rng(prepared.seed)
-        loop = asyncio.get_running_loop()
+        pace = _Pace(time.monotonic(), voice.config.sample_rate)
         # One sentence is encoded ahead while the current one decodes. Sentences are encoded in order, so
         # noise is drawn in order and the audio does not depend on timing.
         latents: asyncio.Queue[Latent | None] = asyncio.Queue(maxsize=1)
 
         async def encode_ahead() -> None:
             async for piece in _pieces(prepared.text, more_text):
-                for ids in await loop.run_in_executor(self._workers, self.sentence_ids, voice, piece):
-                    latent = await loop.run_in_executor(self._workers, voice.encode, ids, prepared.params, rng)
+                for ids in await self._run(pace, self.sentence_ids, voice, piece):
+                    latent = await self._run(pace, voice.encode, ids, prepared.params, rng)
                     await latents.put(latent)
             await latents.put(None)
 
@@ -144,8 +148,9 @@ class SpeechEngine:
                 if latent is None:
                     break
                 windows = voice.audio_windows(latent, useful, fallback, policy)
-                while (step := await loop.run_in_executor(self._workers, windows.run_next)) is not None:
+                while (step := await self._run(pace, windows.run_next)) is not None:
                     window, audio = step
+                    pace.samples += audio.size
                     self.counters.windows += 1
                     useful = policy.next_useful(window.emit_end - window.emit_start)
                     yield AudioChunk(audio.reshape(-1).astype(np.float32, copy=False),
@@ -154,6 +159,10 @@ class SpeechEngine:
         finally:
             encoder.cancel()
             self._track(-1, finished)
+
+    async def _run(self, pace: _Pace, fn: Callable[..., T], *args: Any) -> T:
+        """One blocking job on the inference workers, due when this stream's listener would run out of audio."""
+        return await asyncio.wrap_future(self._workers.submit_by(pace.deadline(), fn, *args))
 
     def sentence_ids(self, voice: LoadedVoice, text: str) -> list[list[int]]:
         """Phoneme ids of each bounded unit of `text` (blocking: espeak-ng), one list per encoder call."""
@@ -199,6 +208,18 @@ class SpeechEngine:
                              "noise_w": config.noise_w},
             })
         return described
+
+
+@dataclass
+class _Pace:
+    """How far ahead of its listener a stream is, as if playback had started with the request."""
+
+    started: float
+    sample_rate: int
+    samples: int = 0
+
+    def deadline(self) -> float:
+        return self.started + self.samples / self.sample_rate
 
 
 async def _pieces(text: str, more_text: AsyncIterator[str] | None) -> AsyncIterator[str]:
