@@ -9,8 +9,10 @@ Server -> client
   {"type": "start", "id", "format", "content_type", "sample_rate", "voice"} then binary frames, then
   {"type": "end", "id", "audio_seconds", "synthesis_ms", "first_audio_ms"}
   {"type": "cancelled", "ids": [...]}
-  {"type": "error", "code", "message", "id"?}
-Utterances play in the order they were asked for, one at a time.
+  {"type": "error", "code", "message", "id"?, "retry_after"?}
+Utterances play in the order they were asked for, one at a time; each takes a synthesis stream from the
+engine's admission control when it starts (`busy` if none frees within the wait), at most `ws_max_queued`
+wait behind it (`queue_full`), and a failed one is reported with its id while the next one plays.
 """
 
 from __future__ import annotations
@@ -126,17 +128,17 @@ class WsSession:
             return
         kind = message.get("type")
         try:
-            refuse_unknown_keys(message, MESSAGE_KEYS.get(kind, ("type",)) if isinstance(kind, str) else ("type",))
+            if not isinstance(kind, str) or kind not in MESSAGE_KEYS:
+                raise RequestError("unknown_type", "type must be speak, text, flush or cancel")
+            refuse_unknown_keys(message, MESSAGE_KEYS[kind])
             if kind == "speak":
                 await self._speak(message)
             elif kind == "text":
                 await self._text(message)
             elif kind == "flush":
                 self._flush()
-            elif kind == "cancel":
-                await self._cancel()
             else:
-                raise RequestError("unknown_type", "type must be speak, text, flush or cancel")
+                await self._cancel()
         except RequestError as e:
             await self.error(e.code, e.message, message.get("id") if isinstance(message.get("id"), str) else None)
 
