@@ -29,7 +29,7 @@ def read_token(state_folder: Path) -> str:
     path = IdentityFiles.in_state_folder(state_folder).token
     token = path.read_text(encoding="ascii").strip()
     if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
-        raise TokenError(f"{path} does not hold a usable token; rotate it with `appliance token --rotate`")
+        raise TokenError(f"{path} does not hold a usable token; rotate it with `appliance rotate-token`")
     return token
 
 
