@@ -37,8 +37,9 @@ generic_kernel() {  # generic_kernel ROOT
   make_initramfs "$root" "$version" "$root/boot/initrd.img-$version"
   ln -sf "vmlinuz-$version" "$root/boot/vmlinuz"
   ln -sf "initrd.img-$version" "$root/boot/initrd.img"
-  # What a boot loader (or QEMU's -append) passes: the root by label, read-only; serial and screen consoles.
-  echo "root=LABEL=root ro rootwait console=ttyAMA0 console=tty0 panic=10" >"$root/boot/cmdline.txt"
+  # What a boot loader (or QEMU's -append) passes: the root by label, read-only; screen and serial consoles, the
+  # last one (serial) being /dev/console, where systemd reports.
+  echo "root=LABEL=root ro rootwait console=tty0 console=ttyAMA0 panic=10" >"$root/boot/cmdline.txt"
 }
 
 make_initramfs() {  # make_initramfs ROOT VERSION OUT

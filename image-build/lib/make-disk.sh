@@ -44,6 +44,6 @@ PARTITIONS
 
   step "disk: bmap, xz, sha256"
   bmaptool -q create -o "$out.img.bmap" "$img"
-  xz -T2 -3 -f "$img"
+  xz -T0 -1 -f "$img"   # -1: a few times faster than the default, a few percent bigger
   (cd "$(dirname "$out")" && sha256sum "$(basename "$out").img.xz" >"$(basename "$out").img.xz.sha256")
 }

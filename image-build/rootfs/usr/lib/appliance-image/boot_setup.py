@@ -32,6 +32,11 @@ APPLIANCE_STATE: Final = Path("/var/lib/appliance")
 APPLIANCE_BIN: Final = Path("/opt/appliance/venv/bin/appliance")
 APPLIANCE_PYTHON: Final = Path("/opt/appliance/venv/bin/python")
 HOSTNAME_FILE: Final = SYSTEM / "hostname"
+MAKE_IDENTITY: Final = (
+    "import sys, pathlib; from appliance.security.device_key import ensure_device_key; "
+    "from appliance.security.token import ensure_token; "
+    "state = pathlib.Path(sys.argv[1]); ensure_device_key(state); ensure_token(state)"
+)
 CHECK_CONFIG: Final = (
     "import sys, pathlib; from appliance.config import load_config; load_config(pathlib.Path(sys.argv[1]), {})"
 )
@@ -153,15 +158,11 @@ def ensure_device_identity() -> None:
     step = Once("device-identity")
     if step.done():
         return
-    owner = APPLIANCE_STATE.stat()
-    for command in ("token", "hub-key"):
-        subprocess.run(
-            ["runuser", "-u", "appliance", "--", str(APPLIANCE_BIN), "--state", str(APPLIANCE_STATE), command],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            cwd="/",
-        )
-    assert owner.st_uid == APPLIANCE_STATE.stat().st_uid
+    subprocess.run(
+        ["runuser", "-u", "appliance", "--", str(APPLIANCE_PYTHON), "-c", MAKE_IDENTITY, str(APPLIANCE_STATE)],
+        check=True,
+        cwd="/",
+    )
     os.sync()
     step.mark()
     log("device key and token created")
@@ -228,20 +229,35 @@ def apply_wifi(source: Path) -> None:
 
 
 def main() -> int:
+    """Each step on its own: one that fails is logged (and the unit reported failed) but does not stop the others,
+    so the board still comes up with SSH and the appliance on their previous settings."""
     for folder in (STAMPS, SSH, ETC_APPLIANCE):
         folder.mkdir(parents=True, exist_ok=True)
-    grow_state_partition()
-    ensure_host_key()
-    run("hostname", choose_hostname())
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("grow the state partition", grow_state_partition),
+        ("SSH host key", ensure_host_key),
+        ("hostname", lambda: run("hostname", choose_hostname())),
+        ("APPLIANCE partition", apply_config_partition),
+        ("device key and token", ensure_device_identity),
+    ]
+    failed = []
+    for name, step in steps:
+        try:
+            step()
+        except Exception as e:  # logged with its name; the other steps still run
+            log(f"{name} failed: {e!r}")
+            failed.append(name)
+    return 1 if failed else 0
+
+
+def apply_config_partition() -> None:
     if not CONFIG_PARTITION.is_mount():
         log("no APPLIANCE partition mounted: keeping the configuration applied before")
-    else:
-        apply_file(CONFIG_PARTITION / "config.toml", ETC_APPLIANCE / "config.toml", check=check_config)
-        apply_file(CONFIG_PARTITION / "hub_known_hosts", ETC_APPLIANCE / "hub_known_hosts")
-        apply_file(CONFIG_PARTITION / "authorized_keys", SSH / "authorized_keys", mode=0o600)
-        apply_wifi(CONFIG_PARTITION / "wifi.toml")
-    ensure_device_identity()
-    return 0
+        return
+    apply_file(CONFIG_PARTITION / "config.toml", ETC_APPLIANCE / "config.toml", check=check_config)
+    apply_file(CONFIG_PARTITION / "hub_known_hosts", ETC_APPLIANCE / "hub_known_hosts")
+    apply_file(CONFIG_PARTITION / "authorized_keys", SSH / "authorized_keys", mode=0o600)
+    apply_wifi(CONFIG_PARTITION / "wifi.toml")
 
 
 if __name__ == "__main__":
