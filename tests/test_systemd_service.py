@@ -451,7 +451,7 @@ def test_the_unit_is_hardened(capsys: pytest.CaptureFixture[str]) -> None:
         "SupplementaryGroups=render video",
         "DeviceAllow=char-drm rw",
         "SystemCallFilter=@system-service",
-        f"ExecStart={EXEC_START} serve --config /etc/appliance/config.toml",
+        f"ExecStart={EXEC_START} --config /etc/appliance/config.toml serve",
     ]:
         assert line in text.splitlines(), line
     assert "PrivateDevices=yes" not in text  # it would hide the NPU
