@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, Final
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/appliance/config.toml")
-SHIPPED_BUNDLES: Final = Path(__file__).resolve().parent.parent / "models" / "rknn"
-"""The NPU bundles committed with the code (the default voice's, for rk3588)."""
+SHIPPED_BUNDLES: Final = Path(__file__).resolve().parent / "bundles"
+"""The NPU bundles shipped with the code (the default voice's, for rk3588). In a checkout `appliance/bundles` is a
+link to `models/rknn`, where the converter writes; a wheel carries the files themselves, so every entry point
+(installed or not) finds them at the same place beside this module."""
 ENV_PREFIX: Final = "APPLIANCE_"
 
 

@@ -38,7 +38,7 @@ from appliance.status import StatusBoard
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "appliance.service"
 SYSUSERS = REPO / "systemd" / "appliance.sysusers"
-EXEC_START = "/opt/appliance/.venv/bin/python"
+EXEC_START = "/opt/appliance/venv/bin/appliance"
 SECURITY_THRESHOLD = 2.0
 """`systemd-analyze security` exposure of the unit (1.6 when written); lower is better, 'OK' is < 4.5."""
 
@@ -451,7 +451,7 @@ def test_the_unit_is_hardened(capsys: pytest.CaptureFixture[str]) -> None:
         "SupplementaryGroups=render video",
         "DeviceAllow=char-drm rw",
         "SystemCallFilter=@system-service",
-        f"ExecStart={EXEC_START} -m appliance serve --config /etc/appliance/config.toml",
+        f"ExecStart={EXEC_START} --config /etc/appliance/config.toml serve",
     ]:
         assert line in text.splitlines(), line
     assert "PrivateDevices=yes" not in text  # it would hide the NPU

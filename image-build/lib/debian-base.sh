@@ -1,0 +1,30 @@
+# The Debian bookworm arm64 root every image starts from (the generic target), cached as a tarball keyed by the
+# package list and this file. Sourced by targets/generic-arm64.sh; defines debian_base ROOT.
+
+# The base holds the runtime packages (lib/packages.sh) and busybox-static, from which the generic target makes its
+# small initramfs.
+BASE_DEBS=("${RUNTIME_DEBS[@]}" busybox-static)
+
+debian_base() {  # debian_base ROOT: unpacks the cached base root into ROOT, building it first when needed
+  local root=$1
+  local IFS=,
+  local args=(--mode=root --arch=arm64 --variant=minbase --include="${BASE_DEBS[*]}"
+              --aptopt='Acquire::Languages "none"'
+              --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
+              --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+              "$DEBIAN_SUITE")
+  unset IFS
+  local sources=("deb $DEBIAN_MIRROR $DEBIAN_SUITE main" "deb $DEBIAN_MIRROR $DEBIAN_SUITE-updates main"
+                 "deb $DEBIAN_SECURITY $DEBIAN_SUITE-security main")
+  # Keyed by exactly what mmdebstrap is asked for (newer packages in the archive need a new key: see README).
+  local key; key=$(cache_key "${args[*]}" "${sources[*]}")
+  local tarball=$CACHE/debian-base-$key.tar
+  if [ ! -f "$tarball" ]; then
+    step "mmdebstrap: Debian $DEBIAN_SUITE arm64 (not cached: 5-10 minutes)"
+    mkdir -p "$CACHE"
+    mmdebstrap "${args[@]}" "$CACHE/incomplete-debian-base.tar" "${sources[@]}" >&2
+    mv "$CACHE/incomplete-debian-base.tar" "$tarball"
+  fi
+  step "unpacking the Debian base ($tarball)"
+  tar -C "$root" --numeric-owner -xpf "$tarball"
+}
