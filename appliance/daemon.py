@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .app_keys import CONFIG, ENGINE, STATUS
+from .audio.formats import preload_encoders
 from .config import ApplianceConfig
 from .discovery.context import mdns_context
 from .security.lan import lan_middlewares
@@ -59,6 +60,7 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
         yield  # given by the caller, who also closes it
         return
     engine = await asyncio.to_thread(load_engine, app[CONFIG], app[STATUS])
+    await asyncio.to_thread(preload_encoders)
     app[ENGINE] = engine
     try:
         yield

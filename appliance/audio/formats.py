@@ -69,3 +69,12 @@ def make_encoder(fmt: AudioFormat, sample_rate: int, settings: EncoderSettings) 
         case AudioFormat.PCM:
             return PcmEncoder(sample_rate)
     raise ValueError(f"unknown audio format: {fmt!r}")
+
+
+def preload_encoders(sample_rate: int = 22050) -> None:
+    """Loads each encoder's native library once (libopusenc takes ~75 ms the first time), so the first
+    clients after start-up do not pay for it on the event loop."""
+    for fmt in AudioFormat:
+        encoder = make_encoder(fmt, sample_rate, EncoderSettings())
+        encoder.finish()
+        encoder.close()

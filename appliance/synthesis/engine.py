@@ -131,8 +131,9 @@ class SpeechEngine:
 
         async def encode_ahead() -> None:
             async for piece in _pieces(prepared.text, more_text):
-                for ids in await self._run(pace, self.sentence_ids, voice, piece):
-                    latent = await self._run(pace, voice.encode, ids, prepared.params, rng)
+                for ids in await self._run(pace.encode_deadline(), self.sentence_ids, voice, piece):
+                    latent = await self._run(pace.encode_deadline(), voice.encode, ids, prepared.params, rng)
+                    pace.encoded += latent.frames * voice.samples_per_frame
                     await latents.put(latent)
             await latents.put(None)
 
@@ -148,9 +149,9 @@ class SpeechEngine:
                 if latent is None:
                     break
                 windows = voice.audio_windows(latent, useful, fallback, policy)
-                while (step := await self._run(pace, windows.run_next)) is not None:
+                while (step := await self._run(pace.window_deadline(), windows.run_next)) is not None:
                     window, audio = step
-                    pace.samples += audio.size
+                    pace.decoded += audio.size
                     self.counters.windows += 1
                     useful = policy.next_useful(window.emit_end - window.emit_start)
                     yield AudioChunk(audio.reshape(-1).astype(np.float32, copy=False),
@@ -160,9 +161,9 @@ class SpeechEngine:
             encoder.cancel()
             self._track(-1, finished)
 
-    async def _run(self, pace: _Pace, fn: Callable[..., T], *args: Any) -> T:
-        """One blocking job on the inference workers, due when this stream's listener would run out of audio."""
-        return await asyncio.wrap_future(self._workers.submit_by(pace.deadline(), fn, *args))
+    async def _run(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
+        """One blocking job on the inference workers, earliest deadline first."""
+        return await asyncio.wrap_future(self._workers.submit_by(deadline, fn, *args))
 
     def sentence_ids(self, voice: LoadedVoice, text: str) -> list[list[int]]:
         """Phoneme ids of each bounded unit of `text` (blocking: espeak-ng), one list per encoder call."""
@@ -212,14 +213,23 @@ class SpeechEngine:
 
 @dataclass
 class _Pace:
-    """How far ahead of its listener a stream is, as if playback had started with the request."""
+    """When a stream's jobs are due: when its listener would run out of audio, had playback started with the
+    request. A window is due once the audio decoded so far has played; the next unit's encoding once all the
+    audio already encoded (decoded or not) has played, so looking ahead never delays another stream's first
+    window."""
 
     started: float
     sample_rate: int
-    samples: int = 0
+    decoded: int = 0
+    """Samples decoded so far."""
+    encoded: int = 0
+    """Samples of every unit encoded so far (decoded or still waiting)."""
 
-    def deadline(self) -> float:
-        return self.started + self.samples / self.sample_rate
+    def window_deadline(self) -> float:
+        return self.started + self.decoded / self.sample_rate
+
+    def encode_deadline(self) -> float:
+        return self.started + self.encoded / self.sample_rate
 
 
 async def _pieces(text: str, more_text: AsyncIterator[str] | None) -> AsyncIterator[str]:
