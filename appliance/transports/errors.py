@@ -4,6 +4,7 @@ every response carries an `X-Request-Id` that the log lines about it repeat."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
+_REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+"""A client's own request id is kept (and logged) only if it is this plain."""
 
 
 def error_body(code: str, message: str, **extra: object) -> dict:
@@ -37,7 +40,8 @@ def busy_response(busy: Busy) -> web.Response:
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refusals raised by handlers (RequestError, Busy) and aiohttp's own (404, 405, 413 ...) as JSON; an
     unexpected failure before the headers as a JSON 500 (a bug: logged with its traceback)."""
-    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(6)
+    offered = request.headers.get("X-Request-Id", "")
+    request_id = offered if _REQUEST_ID_SHAPE.fullmatch(offered) else secrets.token_hex(6)
     request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
