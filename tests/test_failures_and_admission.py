@@ -165,3 +165,12 @@ async def test_a_body_that_never_finishes_gets_408(server: str) -> None:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
     assert head.startswith(b"HTTP/1.1 408")
     writer.close()
+
+
+async def test_a_plain_request_id_is_kept_and_any_other_replaced(server: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for offered, kept in (("job-42.a", True), ("Bearer abc def", False), ("x" * 65, False)):
+            async with session.get(f"{server}/api/tts", params={"text": ""},
+                                   headers={"X-Request-Id": offered}) as response:
+                assert response.status == 400
+                assert (response.headers["X-Request-Id"] == offered) is kept
