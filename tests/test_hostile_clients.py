@@ -273,7 +273,7 @@ def test_more_clients_than_streams_get_complete_audio_or_a_quick_busy(daemon: Da
     assert all(r.complete for r in admitted)
     assert all(r.retry_after and r.error_code == "busy" for r in busy)
     queue_s = 0.5
-    assert max(r.answered_s for r in busy) <= queue_s + 0.1
+    assert max(r.answered_s for r in busy) <= queue_s + 0.1, sorted(r.answered_s for r in busy)[-5:]
     first_audio = [r.first_audio_s for r in admitted if r.first_audio_s is not None]
     assert percentile(first_audio, 95) <= 1.0, first_audio
     assert percentile(latencies, 50) < 0.1
