@@ -20,6 +20,24 @@ cache_key() {
   { for a in "$@"; do if [ -f "$a" ]; then cat "$a"; else printf '%s\n' "$a"; fi; done; } | sha256sum | cut -c1-16
 }
 
+# cached_mmdebstrap NAME WHAT ARGS SOURCES OUT: sets the variable named OUT to the path of a tarball that mmdebstrap
+# made with the arrays named ARGS (options and suite) and SOURCES, building it first (saying WHAT) when no cached one
+# has that key. (A variable, not output: `step` must run in this shell to time the steps.)
+# Keyed by exactly what mmdebstrap is asked for (newer packages in the archive need a new key: see README).
+cached_mmdebstrap() {
+  local name=$1 what=$2
+  local -n mm_args=$3 mm_sources=$4 mm_out=$5
+  local mm_key; mm_key=$(cache_key "${mm_args[*]}" "${mm_sources[*]}")
+  local mm_tarball=$CACHE/$name-$mm_key.tar
+  if [ ! -f "$mm_tarball" ]; then
+    step "$what"
+    mkdir -p "$CACHE"
+    mmdebstrap "${mm_args[@]}" "$CACHE/incomplete-$name.tar" "${mm_sources[@]}" >&2
+    mv "$CACHE/incomplete-$name.tar" "$mm_tarball"
+  fi
+  mm_out=$mm_tarball
+}
+
 # The Debian packages the build host needs; CI is a fresh machine, so we install them ourselves.
 HOST_DEBS=(mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools e2fsprogs fdisk bmap-tools xz-utils
            cpio kmod python3 ca-certificates git)

@@ -16,15 +16,9 @@ debian_base() {  # debian_base ROOT: unpacks the cached base root into ROOT, bui
   unset IFS
   local sources=("deb $DEBIAN_MIRROR $DEBIAN_SUITE main" "deb $DEBIAN_MIRROR $DEBIAN_SUITE-updates main"
                  "deb $DEBIAN_SECURITY $DEBIAN_SUITE-security main")
-  # Keyed by exactly what mmdebstrap is asked for (newer packages in the archive need a new key: see README).
-  local key; key=$(cache_key "${args[*]}" "${sources[*]}")
-  local tarball=$CACHE/debian-base-$key.tar
-  if [ ! -f "$tarball" ]; then
-    step "mmdebstrap: Debian $DEBIAN_SUITE arm64 (not cached: 5-10 minutes)"
-    mkdir -p "$CACHE"
-    mmdebstrap "${args[@]}" "$CACHE/incomplete-debian-base.tar" "${sources[@]}" >&2
-    mv "$CACHE/incomplete-debian-base.tar" "$tarball"
-  fi
+  local tarball
+  cached_mmdebstrap debian-base "mmdebstrap: Debian $DEBIAN_SUITE arm64 (not cached: 5-10 minutes)" \
+    args sources tarball
   step "unpacking the Debian base ($tarball)"
   tar -C "$root" --numeric-owner -xpf "$tarball"
 }

@@ -11,18 +11,12 @@ INITRAMFS_MODULES=(virtio_mmio virtio_pci virtio_blk crc32c_generic ext4)
 
 generic_kernel() {  # generic_kernel ROOT
   local root=$1
-  # Keyed by exactly what mmdebstrap is asked for (a new kernel in the archive needs a new key: see README).
   local args=(--mode=root --arch=arm64 --variant=extract --include=linux-image-arm64
               --dpkgopt='path-exclude=/usr/share/doc/*' "$DEBIAN_SUITE")
   local sources=("deb $DEBIAN_MIRROR $DEBIAN_SUITE main" "deb $DEBIAN_SECURITY $DEBIAN_SUITE-security main")
-  local key; key=$(cache_key "${args[*]}" "${sources[*]}")
-  local tarball=$CACHE/debian-kernel-$key.tar
-  if [ ! -f "$tarball" ]; then
-    step "downloading Debian's arm64 kernel (not cached: about a minute)"
-    mkdir -p "$CACHE"
-    mmdebstrap "${args[@]}" "$CACHE/incomplete-debian-kernel.tar" "${sources[@]}" >&2
-    mv "$CACHE/incomplete-debian-kernel.tar" "$tarball"
-  fi
+  local tarball
+  cached_mmdebstrap debian-kernel "downloading Debian's arm64 kernel (not cached: about a minute)" \
+    args sources tarball
   step "kernel and initramfs"
   local unpacked; unpacked=$(mktemp -d)
   tar -C "$unpacked" -xf "$tarball" ./boot ./lib/modules
