@@ -148,6 +148,23 @@ _BUSY_RESPONSE: Final = _busy_response()
 
 
 @dataclass
+class LogThrottle:
+    """At most one log line per interval for a repeating condition; counts the lines it held back."""
+
+    interval_s: float = ACCEPT_ERROR_LOG_INTERVAL_S
+    held_back: int = 0
+    _last: float = field(default=float("-inf"), init=False)
+
+    def allows(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self.held_back += 1
+            return False
+        self._last = now
+        return True
+
+
+@dataclass
 class ConnectionGate:
     """The protocol factory of one listener: counts open connections and refuses those over the cap."""
 
@@ -155,14 +172,12 @@ class ConnectionGate:
     limits: ListenerLimits
     open: int = 0
     refused: int = 0
-    _last_warning: float = field(default=-ACCEPT_ERROR_LOG_INTERVAL_S, repr=False)
+    _warnings: LogThrottle = field(default_factory=LogThrottle, repr=False)
 
     def __call__(self) -> asyncio.Protocol:
         if self.open >= self.limits.max_connections:
             self.refused += 1
-            now = time.monotonic()
-            if now - self._last_warning >= ACCEPT_ERROR_LOG_INTERVAL_S:
-                self._last_warning = now
+            if self._warnings.allows():
                 log.warning("connection cap (%d) reached; refusing new connections (%d so far)",
                             self.limits.max_connections, self.refused)
             return _RefusedConnection()
@@ -277,19 +292,13 @@ class AcceptErrorLog:
     """A loop exception handler logging asyncio's accept() failures (out of file descriptors…) at most once
     per interval instead of a traceback per attempt; every other loop error goes to the default handler."""
 
-    interval_s: float = ACCEPT_ERROR_LOG_INTERVAL_S
-    _last: float = field(default=float("-inf"), init=False)
-    _suppressed: int = field(default=0, init=False)
+    throttle: LogThrottle = field(default_factory=LogThrottle)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if "accept" not in str(context.get("message", "")):
             loop.default_exception_handler(context)
             return
-        now = time.monotonic()
-        if now - self._last < self.interval_s:
-            self._suppressed += 1
-            return
-        self._last = now
-        log.warning("accepting connections failed: %s (%s); %d similar errors not logged since the last",
-                    context.get("message"), context.get("exception"), self._suppressed)
-        self._suppressed = 0
+        if self.throttle.allows():
+            log.warning("accepting connections failed: %s (%s); %d similar errors not logged since the last",
+                        context.get("message"), context.get("exception"), self.throttle.held_back)
+            self.throttle.held_back = 0
