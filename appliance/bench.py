@@ -34,7 +34,7 @@ async def measure(engine: SpeechEngine, text: str, voice: str | None, seed: int)
         first = first or time.perf_counter()
         samples += len(chunk.samples)
     total = time.perf_counter() - started
-    audio_s = samples / prepared.voice.config.sample_rate
+    audio_s = samples / prepared.facts.sample_rate
     return {"first_audio_ms": ((first or started) - started) * 1000, "total_ms": total * 1000,
             "audio_s": audio_s, "rtf": total / audio_s if audio_s else float("nan")}
 

@@ -63,13 +63,19 @@ class VoicesConfig:
     """Voice used when a request names none."""
 
 
+FIRST_WINDOW_FRAMES: Final = 32
+"""Useful frames of a sentence's first free-size decoder window: small, so audio starts early."""
+MAX_WINDOW_FRAMES: Final = 256
+"""Later windows grow to this: context overhead ~6%, and no worker is held long by one window."""
+
+
 @dataclass(frozen=True)
 class SynthesisConfig:
     inference_threads: int = 2
     """Worker threads running model stages; also the bound on concurrent inference work."""
-    first_window_frames: int = 16
-    """Useful frames in a request's first CPU decoder window: small, so audio starts early."""
-    max_window_frames: int = 128
+    first_window_frames: int = FIRST_WINDOW_FRAMES
+    """Useful frames in a sentence's first CPU decoder window: small, so audio starts early."""
+    max_window_frames: int = MAX_WINDOW_FRAMES
     """Useful frames in later CPU decoder windows: large, so the context overhead stays small."""
     max_streams: int = 0
     """Streams synthesising at once; 0 derives it: two per CPU core when the CPU decodes, two per NPU core

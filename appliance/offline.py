@@ -1,17 +1,16 @@
-"""`appliance say`: the daemon's engine, writing one file instead of serving."""
+"""`appliance say`: the daemon's engine and output pipeline, writing one file instead of serving."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-import numpy as np
-
-from .audio.formats import AudioFormat, EncoderSettings, make_encoder
-from .audio.wav import wav_bytes
+from .audio.formats import AudioFormat, EncoderSettings
+from .audio.wav import HEADER_BYTES, wav_header
 from .config import ApplianceConfig
 from .status import StatusBoard
 from .synthesis.loading import load_engine
+from .synthesis.output import play
 from .synthesis.request import RequestError, SynthesisRequest
 
 SUFFIX_FORMATS = {".ogg": AudioFormat.OPUS, ".opus": AudioFormat.OPUS, ".wav": AudioFormat.WAV,
@@ -27,17 +26,18 @@ async def synthesize_to_file(config: ApplianceConfig, text: str, output: Path, v
     engine = await asyncio.to_thread(load_engine, config, StatusBoard())
     try:
         try:
-            prepared = engine.prepare(SynthesisRequest(text=text, voice=voice, speaker=speaker, seed=seed))
+            request = SynthesisRequest(text=text, voice=voice, speaker=speaker, seed=seed)
+            prepared = engine.prepare(request, audio_format)
         except RequestError as e:
             raise ValueError(e.message) from None
-        rate = prepared.voice.config.sample_rate
-        chunks = [chunk.samples async for chunk in engine.stream(prepared)]
-        samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        if audio_format is AudioFormat.WAV:
-            output.write_bytes(wav_bytes(samples, rate))  # a file: real sizes in the header
-        else:
-            encoder = make_encoder(audio_format, rate, EncoderSettings(opus_bitrate=config.audio.opus_bitrate))
-            output.write_bytes(encoder.encode(samples) + encoder.finish())
-        return len(samples) / rate
+        with output.open("wb") as file:
+            async def write(data: bytes) -> None:
+                file.write(data)
+
+            stats = await play(engine, prepared, write, EncoderSettings(opus_bitrate=config.audio.opus_bitrate))
+            if audio_format is AudioFormat.WAV:  # a file, not a stream: real sizes in the header
+                file.seek(0)
+                file.write(wav_header(prepared.facts.sample_rate, stats.bytes_sent - HEADER_BYTES))
+        return stats.audio_seconds
     finally:
         engine.close()

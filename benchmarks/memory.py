@@ -1,12 +1,13 @@
 """Peak memory must not depend on the text: the daemon's engine speaks each case in a fresh process, and the
-peak RSS (the kernel's VmHWM) of each is compared with a short sentence's.
+peak RSS (the kernel's VmHWM) of each is compared with one full synthesis unit's (250 characters: the longest
+text one encoder call and the largest decoder windows see, two of them decoding at once).
 
     .venv/bin/python benchmarks/memory.py                 # all cases, a table
     .venv/bin/python benchmarks/memory.py --case super    # one case in this process, as JSON
 
 For each case: `load` is the peak while loading and warming the voice; `synthesis` is the peak while speaking
 the whole text (VmHWM is reset after loading by writing 5 to /proc/self/clear_refs, so loading does not hide
-it); `vs sentence` compares that with the short sentence's. Every case should stay within 150 MB of it.
+it); `vs unit` compares that with the one-unit case's. Every case should stay within 150 MB of it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def unpunctuated(chars: int) -> str:
 
 CASES: dict[str, str] = {
     "sentence": "The quick brown fox jumps over the lazy dog near the river.",
+    "unit-250": unpunctuated(250),
     "unpunctuated-1000": unpunctuated(1000),
     "unpunctuated-4000": unpunctuated(4000),
     "unpunctuated-10000": unpunctuated(10000),
@@ -67,7 +69,7 @@ async def _speak(engine, text: str) -> float:
     samples = 0
     async for chunk in engine.stream(prepared):
         samples += len(chunk.samples)
-    return samples / prepared.voice.config.sample_rate
+    return samples / prepared.facts.sample_rate
 
 
 def run_case(name: str, state_folder: Path) -> dict:
@@ -97,8 +99,8 @@ def run_in_subprocess(name: str, state_folder: Path) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    base = next(r["synthesis_peak_mb"] for r in results if r["case"] == "sentence")
-    lines = ["| case | chars | load peak | synthesis peak | vs sentence | audio | time |",
+    base = next(r["synthesis_peak_mb"] for r in results if r["case"] == "unit-250")
+    lines = ["| case | chars | load peak | synthesis peak | vs one unit | audio | time |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from appliance.decoders.base import Feeds
 from appliance.model.piper_split import StageGraph
-from appliance.synthesis.windowing import Feeds
 
 from .toolkit_log import LogVerdict, captured_fds, read_verdict
 

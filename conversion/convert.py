@@ -177,7 +177,7 @@ def verify(files: VoiceFiles, split: SplitVoice, flow: SimulatedStage | None, de
     for index, text in enumerate(sentences):
         ids = phonemes_to_ids(phonemizer.sentences(text, files.config.espeak_voice)[0], files.config.phoneme_id_map)
         latent = npu.encode(ids, params, np.random.default_rng(0))
-        audio = _drain(npu.audio_windows(latent, None))
+        audio = _drain(npu.audio_windows(latent))
         feeds = {"input": np.array([ids], dtype=np.int64), "input_lengths": np.array([len(ids)], dtype=np.int64),
                  "scales": np.array([0.0, params.length_scale, 0.0], dtype=np.float32)}
         if "sid" in split.model_inputs:
@@ -204,7 +204,7 @@ def _stage_snrs(files: VoiceFiles, split: SplitVoice, flow: SimulatedStage | Non
     for label, npu_flow, npu_decoder in (("flow", flow, cpu_decoder), ("decoder", cpu_flow, decoder)):
         mixed = LoadedVoice(files, split, settings, npu_decoder, flow=npu_flow)
         reference = LoadedVoice(files, split, settings, cpu_decoder, flow=cpu_flow)
-        snrs[label] = snr_db(_drain(reference.audio_windows(latent, None)), _drain(mixed.audio_windows(latent, None)))
+        snrs[label] = snr_db(_drain(reference.audio_windows(latent)), _drain(mixed.audio_windows(latent)))
     return snrs
 
 

@@ -52,7 +52,7 @@ def original_audio(files: VoiceFiles, ids: list[int], length_scale: float = 1.0)
 def decode(voice: LoadedVoice, ids: list[int], policy: WindowPolicy | None = None, seed: int = 0,
            noise: float = 0.0) -> np.ndarray:
     latent = voice.encode(ids, SynthesisParams(None, 1.0, noise, noise), np.random.default_rng(seed))
-    windows = voice.audio_windows(latent, None, policy=policy)
+    windows = voice.audio_windows(latent, policy)
     parts = []
     while (step := windows.run_next()) is not None:
         parts.append(step[1].reshape(-1))

@@ -75,7 +75,7 @@ def _decode_whole(voice: LoadedVoice, latent: Latent) -> np.ndarray:
 
 
 def _decode_windowed(voice: LoadedVoice, latent: Latent) -> tuple[np.ndarray, int]:
-    windows = voice.audio_windows(latent, None)
+    windows = voice.audio_windows(latent)
     pieces = []
     while (step := windows.run_next()) is not None:
         pieces.append(step[1].reshape(-1))

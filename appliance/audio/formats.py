@@ -8,9 +8,10 @@ from typing import Final, Protocol
 
 import numpy as np
 
+from appliance.audio.opus import CONTENT_TYPE as OPUS_CONTENT_TYPE
 from appliance.audio.opus import OggOpusEncoder
-from appliance.audio.pcm import PcmEncoder
-from appliance.audio.wav import WavStreamEncoder
+from appliance.audio.pcm import PcmEncoder, pcm_content_type
+from appliance.audio.wav import WAV_CONTENT_TYPE, WavStreamEncoder
 
 DEFAULT_OPUS_BITRATE: Final = 24_000
 DEFAULT_OPUS_COMPLEXITY: Final = 10
@@ -56,6 +57,18 @@ class AudioEncoder(Protocol):
     def close(self) -> None:
         """Frees native resources without finishing (e.g. the client went away); safe to call twice."""
         ...
+
+
+def content_type(fmt: AudioFormat, sample_rate: int) -> str:
+    """The media type of a stream, known before any encoder exists (for headers sent ahead)."""
+    match fmt:
+        case AudioFormat.OPUS:
+            return OPUS_CONTENT_TYPE
+        case AudioFormat.WAV:
+            return WAV_CONTENT_TYPE
+        case AudioFormat.PCM:
+            return pcm_content_type(sample_rate)
+    raise ValueError(f"unknown audio format: {fmt!r}")
 
 
 def make_encoder(fmt: AudioFormat, sample_rate: int, settings: EncoderSettings) -> AudioEncoder:

@@ -22,6 +22,10 @@ def to_s16le(samples: np.ndarray) -> bytes:
     return np.rint(x * S16_FULL_SCALE).astype("<i2").tobytes()
 
 
+def pcm_content_type(sample_rate: int) -> str:
+    return f"audio/L16; rate={sample_rate}; channels=1"
+
+
 class PcmEncoder:
     """Headerless s16le mono; the sample rate travels only in the content type.
 
@@ -31,7 +35,7 @@ class PcmEncoder:
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
-        self.content_type = f"audio/L16; rate={sample_rate}; channels=1"
+        self.content_type = pcm_content_type(sample_rate)
         self._finished = False
 
     def encode(self, samples: np.ndarray) -> bytes:

@@ -42,12 +42,15 @@ def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
     return wav_header(sample_rate, len(pcm)) + pcm
 
 
+WAV_CONTENT_TYPE = "audio/wav"
+
+
 class WavStreamEncoder:
     """Header first (sizes set to `UNKNOWN_SIZE`), then s16le mono as it arrives."""
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
-        self.content_type = "audio/wav"
+        self.content_type = WAV_CONTENT_TYPE
         self._header_sent = False
         self._finished = False
 

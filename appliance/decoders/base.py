@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from ..synthesis.windowing import Feeds
+Feeds = dict[str, np.ndarray]
+"""A stage's inputs by name: framed ones [1, C, W], per-utterance ones (a speaker embedding) whole."""
+RunWindow = Callable[[Feeds], np.ndarray]
+"""Runs one window of a stage: its feeds to the stage's single output [1, C', W * upsample]."""
 
 
 class StageBackend(Protocol):

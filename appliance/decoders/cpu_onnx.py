@@ -6,7 +6,7 @@ import numpy as np
 
 from ..model.onnx_stage import OnnxStage, OrtSettings
 from ..model.piper_split import StageGraph
-from ..synthesis.windowing import Feeds
+from .base import Feeds
 
 
 class CpuStageBackend:

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..synthesis.windowing import Feeds
 from ..voices.bundle_manifest import CompiledStage
+from .base import Feeds
 
 log = logging.getLogger(__name__)
 

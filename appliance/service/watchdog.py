@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -31,26 +30,6 @@ class WorkerProbe(Protocol):
     async def probe_workers(self, timeout_s: float) -> bool:
         """True when the inference workers ran a trivial job within `timeout_s`."""
         ...
-
-
-async def probe_executor(executor: Executor, timeout_s: float) -> bool:
-    """A `probe_workers` for an engine whose workers are a thread pool: one no-op job must get through.
-
-    On timeout the job is cancelled, so probes do not pile up in the queue behind a wedged worker. A pool
-    answers while any of its threads is free; it fails once all of them are stuck."""
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(timeout_s):
-            await loop.run_in_executor(executor, _nothing)
-    except TimeoutError:
-        return False
-    except RuntimeError:  # the pool was shut down
-        return False
-    return True
-
-
-def _nothing() -> None:
-    pass
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ of streams that are ahead of their listeners. A request whose consumer goes away
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import secrets
@@ -19,21 +18,22 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..audio.formats import AudioFormat, content_type
 from ..config import SynthesisConfig
-from ..service.watchdog import probe_executor
 from ..status import StatusBoard
 from ..text.phoneme_ids import phonemes_to_ids
 from ..text.phonemes import Phonemizer
 from ..text.sentences import text_units
 from ..text.units import phoneme_units
 from .admission import Admission, default_max_streams
-from .fallback import RequestFallback
 from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest, checked_text
-from .voice_runtime import Latent, LoadedVoice, SynthesisParams
-from .workers import DeadlineWorkers
+from .voice_request import SentencePlan, VoiceRequest
+from .voice_runtime import LoadedVoice, SynthesisParams
+from .workers import DeadlineWorkers, probe_executor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Q = TypeVar("Q")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,18 @@ class AudioChunk:
     samples: np.ndarray
     """Mono float32 in [-1, 1]."""
     sample_rate: int
-    sentence: int
-    """Index of the synthesis unit (a sentence, or a bounded part of a long one) this window belongs to."""
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What a transport tells its client before any audio: its headers, or its start message."""
+
+    audio_format: AudioFormat
+    content_type: str
+    sample_rate: int
+    voice: str
+    backend: str
+    """Where the decoder runs: 'npu' or 'cpu'."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class PreparedRequest:
     text: str
     params: SynthesisParams
     seed: int
+    facts: StreamFacts
 
 
 @dataclass
@@ -86,7 +97,8 @@ class SpeechEngine:
 
     # -- requests -------------------------------------------------------------------------------------
 
-    def prepare(self, request: SynthesisRequest, *, text_follows: bool = False) -> PreparedRequest:
+    def prepare(self, request: SynthesisRequest, audio_format: AudioFormat = AudioFormat.WAV, *,
+                text_follows: bool = False) -> PreparedRequest:
         """Checks a request; raises RequestError naming what is wrong. Nothing is synthesised yet.
         `text_follows`: more text will be streamed into the request, so it may start empty."""
         text = checked_text(request.text if isinstance(request.text, str) else "")
@@ -94,16 +106,16 @@ class SpeechEngine:
             raise RequestError("empty_text", "text is empty")
         if len(text) > self.max_text_chars:
             raise RequestError(
-                "text_too_long", f"text has {len(text)} characters; the limit is {self.max_text_chars}", 413
+                "text_too_long", f"text has {len(text)} characters; the limit is {self.max_text_chars}"
             )
         name = request.voice or self.default_voice
         voice = self.voices.get(name)
         if voice is None:
-            raise RequestError("unknown_voice", f"unknown voice {name!r}; see /api/voices", 404)
+            raise RequestError("unknown_voice", f"unknown voice {name!r}; see /api/voices")
         try:
             speaker_id = voice.config.speaker_id(request.speaker)
         except KeyError as e:
-            raise RequestError("unknown_speaker", str(e.args[0]), 404) from None
+            raise RequestError("unknown_speaker", str(e.args[0])) from None
         config = voice.config
         params = SynthesisParams(
             speaker_id=speaker_id,
@@ -114,56 +126,61 @@ class SpeechEngine:
         seed = request.seed if request.seed is not None else self.settings.seed
         if seed is None:
             seed = secrets.randbits(63)
-        return PreparedRequest(voice, text, params, seed)
+        rate = config.sample_rate
+        facts = StreamFacts(audio_format, content_type(audio_format, rate), rate, name, voice.decoder.name)
+        return PreparedRequest(voice, text, params, seed, facts)
 
     async def stream(
         self, prepared: PreparedRequest, more_text: AsyncIterator[str] | None = None
     ) -> AsyncIterator[AudioChunk]:
         """Audio windows in order, for `prepared.text` and then each piece of `more_text` (text arriving from
         a language model, already cut at sentence ends). Closing the iterator (client gone, barge-in) stops
-        the work: the window being decoded finishes, no further window starts."""
+        the work: windows already running finish, no further one starts.
+
+        The windows of a sentence are submitted together, so a lone request decodes on every worker at once,
+        while the next sentence is encoded; they are emitted in order."""
         voice = prepared.voice
-        rng = np.random.default_rng(prepared.seed)
-        pace = _Pace(time.monotonic(), voice.config.sample_rate)
-        # One sentence is encoded ahead while the current one decodes. Sentences are encoded in order, so
-        # noise is drawn in order and the audio does not depend on timing.
-        latents: asyncio.Queue[Latent | None] = asyncio.Queue(maxsize=1)
+        request = voice.start_request(prepared.params, prepared.seed)
+        pace = _Pace(time.monotonic(), request.sample_rate)
+        outstanding: set[asyncio.Future[Any]] = set()
+        # One sentence's windows wait here (submitted already) while the one before is emitted.
+        sentences: asyncio.Queue[list[asyncio.Future[np.ndarray]] | None] = asyncio.Queue(maxsize=1)
 
-        async def encode_ahead() -> None:
+        def submit(deadline: float, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+            future = asyncio.wrap_future(self._workers.submit_by(deadline, fn, *args))
+            outstanding.add(future)
+            future.add_done_callback(outstanding.discard)
+            return future
+
+        async def plan_ahead() -> None:
             async for piece in _pieces(prepared.text, more_text):
-                for ids in await self._run(pace.encode_deadline(), self.sentence_ids, voice, piece):
-                    latent = await self._run(pace.encode_deadline(), voice.encode, ids, prepared.params, rng)
-                    pace.encoded += latent.frames * voice.samples_per_frame
-                    await latents.put(latent)
-            await latents.put(None)
+                # Phonemes and encoding in one job: a new request waits for a free worker once, not twice.
+                for plan in await submit(pace.due(), self._plan_unit, request, piece):
+                    windows = []
+                    for window in plan.windows:
+                        windows.append(submit(pace.due(), request.decode, plan, window))
+                        pace.planned += plan.window_samples(window)
+                    await sentences.put(windows)
+            await sentences.put(None)
 
-        fallback = RequestFallback(voice.fallback_counters)
-        policy = voice.decoder_policy()
         self._track(+1)
-        encoder = asyncio.create_task(encode_ahead())
-        useful: int | None = None
+        planner = asyncio.create_task(plan_ahead())
         finished = False
         try:
-            for sentence in itertools.count():
-                latent = await _next_or_raise(latents, encoder)
-                if latent is None:
-                    break
-                windows = voice.audio_windows(latent, useful, fallback, policy)
-                while (step := await self._run(pace.window_deadline(), windows.run_next)) is not None:
-                    window, audio = step
-                    pace.decoded += audio.size
+            while (windows := await _next_or_raise(sentences, planner)) is not None:
+                for window in windows:
+                    audio = await window
                     self.counters.windows += 1
-                    useful = policy.next_useful(window.emit_end - window.emit_start)
-                    yield AudioChunk(audio.reshape(-1).astype(np.float32, copy=False),
-                                     voice.config.sample_rate, sentence)
+                    yield AudioChunk(audio, request.sample_rate)
             finished = True
         finally:
-            encoder.cancel()
+            planner.cancel()
+            for future in list(outstanding):
+                future.cancel()  # a job not started yet is dropped by the workers
             self._track(-1, finished)
 
-    async def _run(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
-        """One blocking job on the inference workers, earliest deadline first."""
-        return await asyncio.wrap_future(self._workers.submit_by(deadline, fn, *args))
+    def _plan_unit(self, request: VoiceRequest, text: str) -> list[SentencePlan]:
+        return [request.encode(ids) for ids in self.sentence_ids(request.voice, text)]
 
     def sentence_ids(self, voice: LoadedVoice, text: str) -> list[list[int]]:
         """Phoneme ids of each bounded unit of `text` (blocking: espeak-ng), one list per encoder call."""
@@ -214,22 +231,17 @@ class SpeechEngine:
 @dataclass
 class _Pace:
     """When a stream's jobs are due: when its listener would run out of audio, had playback started with the
-    request. A window is due once the audio decoded so far has played; the next unit's encoding once all the
-    audio already encoded (decoded or not) has played, so looking ahead never delays another stream's first
+    request. A window is due once the audio before it has played; the next sentence's phonemes and encoding
+    once all the audio planned so far has played, so looking ahead never delays another stream's first
     window."""
 
     started: float
     sample_rate: int
-    decoded: int = 0
-    """Samples decoded so far."""
-    encoded: int = 0
-    """Samples of every unit encoded so far (decoded or still waiting)."""
+    planned: int = 0
+    """Samples of every window submitted so far."""
 
-    def window_deadline(self) -> float:
-        return self.started + self.decoded / self.sample_rate
-
-    def encode_deadline(self) -> float:
-        return self.started + self.encoded / self.sample_rate
+    def due(self) -> float:
+        return self.started + self.planned / self.sample_rate
 
 
 async def _pieces(text: str, more_text: AsyncIterator[str] | None) -> AsyncIterator[str]:
@@ -243,8 +255,8 @@ async def _pieces(text: str, more_text: AsyncIterator[str] | None) -> AsyncItera
                 yield piece
 
 
-async def _next_or_raise(queue: asyncio.Queue[Latent | None], producer: asyncio.Task[None]) -> Latent | None:
-    """The next latent, or the producer's exception if it failed (instead of waiting forever)."""
+async def _next_or_raise(queue: asyncio.Queue[Q], producer: asyncio.Task[None]) -> Q:
+    """The next item, or the producer's exception if it failed (instead of waiting forever)."""
     getter = asyncio.ensure_future(queue.get())
     try:
         await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)

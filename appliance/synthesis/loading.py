@@ -6,8 +6,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-
 from ..config import ApplianceConfig
 from ..decoders.npu_detect import NpuProbe, probe_npu
 from ..decoders.selection import choose_backends
@@ -58,10 +56,7 @@ def warm_up(engine: SpeechEngine, voice: LoadedVoice) -> None:
     """One short sentence through every stage, so the first client does not pay for lazy initialisation."""
     prepared = engine.prepare(SynthesisRequest(text=WARMUP_TEXT, voice=voice.name, seed=0))
     ids = engine.sentence_ids(voice, prepared.text)[0]
-    latent = voice.encode(ids, prepared.params, np.random.default_rng(prepared.seed))
-    windows = voice.audio_windows(latent, None)
-    while windows.run_next() is not None:
-        pass
+    voice.start_request(prepared.params, prepared.seed).sentence_audio(ids)
 
 
 def split_cache_folder(state_folder: Path) -> Path | None:

@@ -14,11 +14,10 @@ LENGTH_RANGE: Final = (0.1, 5.0)
 class RequestError(ValueError):
     """A request the engine refuses; `code` is a stable machine-readable word, `message` for people."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-        self.status = status
 
 
 def checked_text(text: str) -> str:

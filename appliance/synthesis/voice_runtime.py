@@ -8,14 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..decoders.base import StageBackend
+from ..config import FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES
+from ..decoders.base import RunWindow, StageBackend
 from ..decoders.cpu_onnx import CpuStageBackend
 from ..model.onnx_stage import OnnxStage, OrtSettings
 from ..model.piper_split import SplitVoice
 from ..voices.catalog import VoiceFiles
 from ..voices.voice_config import VoiceConfig
 from .fallback import FallbackCounters, RequestFallback
-from .windowing import FrameSource, RunWindow, TensorSource, WindowedStage, WindowPolicy
+from .voice_request import VoiceRequest
+from .windowing import FrameSource, TensorSource, WindowedStage, WindowPolicy
 
 DECODER_CONTEXT_FRAMES = 8
 """HiFi-GAN's receptive field makes 8 frames of context each side match whole decoding at ~60 dB."""
@@ -42,8 +44,8 @@ class Latent:
 
 @dataclass(frozen=True)
 class WindowSettings:
-    first_useful: int = 16
-    max_useful: int = 256
+    first_useful: int = FIRST_WINDOW_FRAMES
+    max_useful: int = MAX_WINDOW_FRAMES
 
 
 class LoadedVoice:
@@ -95,6 +97,10 @@ class LoadedVoice:
             described["fallback"] = self.fallback_counters.as_dict()
         return described
 
+    def start_request(self, params: SynthesisParams, seed: int) -> VoiceRequest:
+        """The object that synthesises one request on this voice (window layout, fallback, noise)."""
+        return VoiceRequest(self, params, seed)
+
     # -- encoding -------------------------------------------------------------------------------------
 
     def encode(self, phoneme_ids: list[int], params: SynthesisParams, rng: np.random.Generator) -> Latent:
@@ -133,14 +139,8 @@ class LoadedVoice:
         return WindowPolicy(self.flow.context or FLOW_CONTEXT_FRAMES, self.flow.fixed_window,
                             self.windows.max_useful, self.windows.max_useful)
 
-    def audio_windows(
-        self,
-        latent: Latent,
-        start_useful: int | None,
-        fallback: RequestFallback | None = None,
-        policy: WindowPolicy | None = None,
-    ) -> WindowedStage:
-        """The decoder over the latent, window by window (each `run_next()` yields audio [1, 1, n]).
+    def stage_runners(self, fallback: RequestFallback | None = None) -> tuple[RunWindow, RunWindow | None]:
+        """How a request runs a decoder window and a flow window (None: the flow runs whole, in `encode`).
         With `fallback`, a failing NPU window and the rest of the request go to the CPU."""
         run_decoder: RunWindow = self.decoder.run
         run_flow: RunWindow | None = self.flow.run if self.flow else None
@@ -148,19 +148,26 @@ class LoadedVoice:
             run_decoder = fallback.runner(self.decoder, self.cpu_decoder)
             if self.flow is not None and self.cpu_flow is not None:
                 run_flow = fallback.runner(self.flow, self.cpu_flow)
-        source: FrameSource = latent.source
-        if self.flow is not None:
-            flow_out = self.split.flow.outputs[0]
-            source = WindowedStage(source, flow_out, self.flow_policy().windows(latent.frames),
-                                   run_flow, latent.constants)
-        return WindowedStage(
-            source,
-            self.split.decoder.outputs[0],
-            (policy or self.decoder_policy()).windows(latent.frames, start_useful),
-            run_decoder,
-            _only(latent.constants, self.split.decoder.inputs),
-            upsample=self.samples_per_frame,
-        )
+        return run_decoder, run_flow
+
+    def decoder_input(self, latent: Latent, run_flow: RunWindow | None) -> Latent:
+        """The decoder's input for a sentence: the latent itself, or the windowed flow's output over it."""
+        if self.flow is None or run_flow is None:
+            return latent
+        flowed = WindowedStage(latent.source, self.split.flow.outputs[0], self.flow_policy().windows(latent.frames),
+                               run_flow, latent.constants)
+        source = TensorSource(flowed.frames(0, latent.frames))
+        return Latent(source, _only(latent.constants, self.split.decoder.inputs), latent.frames)
+
+    def audio_windows(self, latent: Latent, policy: WindowPolicy | None = None) -> WindowedStage:
+        """The decoder over one encoded sentence, window by window, in order (each `run_next()` yields audio
+        [1, 1, n]): for tools and tests; requests decode through `VoiceRequest`."""
+        run_decoder, run_flow = self.stage_runners()
+        decoder_input = self.decoder_input(latent, run_flow)
+        return WindowedStage(decoder_input.source, self.split.decoder.outputs[0],
+                             (policy or self.decoder_policy()).windows(latent.frames), run_decoder,
+                             _only(decoder_input.constants, self.split.decoder.inputs),
+                             upsample=self.samples_per_frame)
 
     def _measure_upsampling(self) -> int:
         """Audio samples per latent frame, read off the decoder itself (also warms it up)."""

@@ -1,21 +1,29 @@
 """Running a convolutional stage (flow, HiFi-GAN) over windows of the latent, with context frames on both
 sides that are computed and then cropped, so the stitched output equals whole-utterance decoding.
 
+Each window reads only its own input frames, so the windows of a sentence can run in parallel on several
+workers. The layout of a sentence's windows depends on nothing but its length: the same sentence is decoded the
+same way wherever it stands in a text, so it gives the same samples (what a phrase cache needs).
+
 A stage's output can be the input of the next windowed stage (flow -> decoder): `WindowedStage` is itself
 a `FrameSource` that runs just enough of its windows to serve the frames asked of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
-Feeds = dict[str, np.ndarray]
-RunWindow = Callable[[Feeds], np.ndarray]
-"""Runs one window: inputs by name ([1, C, W] framed, others whole) to the stage's output [1, C', W*up]."""
+from ..config import FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES
+from ..decoders.base import Feeds, RunWindow
+
+GROWTH: Final = 4
+"""Each free-size window this many times the last. With the windows of a sentence decoded in parallel, the
+second (4x) is done before the first has played even on one core at a fifth of real time, and the ramp
+costs ~10% over one whole-sentence run where doubling would cost ~17% (the benchmark paragraph)."""
 
 
 @dataclass(frozen=True)
@@ -36,21 +44,20 @@ class WindowPolicy:
     """Frames of context on each side, cropped after the run."""
     fixed_window: int | None = None
     """Total frames of every window (context included) for a model with one input shape, e.g. on the NPU."""
-    first_useful: int = 16
+    first_useful: int = FIRST_WINDOW_FRAMES
     """Free-size windows: useful frames of the first window, small so audio starts early..."""
-    max_useful: int = 256
-    """...then doubling up to this, so that context overhead stays small and decoding stays ahead."""
+    max_useful: int = MAX_WINDOW_FRAMES
+    """...then growing up to this, so that context overhead stays small."""
 
     def __post_init__(self) -> None:
         if self.fixed_window is not None and self.fixed_window - 2 * self.context <= 0:
             raise ValueError(f"a window of {self.fixed_window} frames leaves no room beside 2x{self.context}")
 
-    def windows(self, total: int, start_useful: int | None = None) -> Iterator[Window]:
-        """The windows covering `total` frames. `start_useful` lets a later sentence of a request start at
-        the size the previous one reached."""
+    def windows(self, total: int) -> Iterator[Window]:
+        """The windows covering `total` frames: a function of `total` alone."""
         c = self.context
         emit = 0
-        useful = start_useful or self.first_useful
+        useful = self.first_useful
         while emit < total:
             if self.fixed_window is not None:
                 w = self.fixed_window
@@ -63,12 +70,8 @@ class WindowPolicy:
                 input_start = max(0, emit - c)
                 input_end = min(total, emit_end + c)
                 yield Window(emit, emit_end, input_start, input_end, input_end - input_start)
-                useful = self.next_useful(useful)
+                useful = min(self.max_useful, useful * GROWTH)
             emit = emit_end
-
-    def next_useful(self, useful: int) -> int:
-        """The growth rule: each free-size window twice the last, up to `max_useful`."""
-        return min(self.max_useful, useful * 2)
 
 
 class FrameSource(Protocol):
@@ -120,17 +123,7 @@ class WindowedStage:
         window = next(self._windows, None)
         if window is None:
             return None
-        feeds = dict(self._constants)
-        for name, tensor in self.source.frames(window.input_start, window.input_end).items():
-            missing = window.fed_length - tensor.shape[-1]
-            if missing:
-                tensor = np.pad(tensor, [(0, 0)] * (tensor.ndim - 1) + [(0, missing)])
-            feeds[name] = np.ascontiguousarray(tensor)
-        output = self._run_window(feeds)
-        up = self._upsample
-        offset = window.input_start
-        cropped = output[..., (window.emit_start - offset) * up : (window.emit_end - offset) * up]
-        return window, cropped
+        return window, run_window(self.source, window, self._run_window, self._constants, self._upsample)
 
     def frames(self, start: int, end: int) -> Feeds:
         while self._produced_frames < end:
@@ -142,3 +135,19 @@ class WindowedStage:
         if len(self._produced) > 1:
             self._produced = [np.concatenate(self._produced, axis=-1)]
         return {self.output_name: self._produced[0][..., start:end]}
+
+
+def run_window(source: FrameSource, window: Window, run: RunWindow, constants: Mapping[str, np.ndarray],
+               upsample: int = 1) -> np.ndarray:
+    """One window of a stage: its input frames (zero-padded to the fixed size), run, then cropped to the frames
+    it emits ([1, C', frames * upsample]). Reads `source` only, so windows may run on several threads at once
+    when the source is computed already (a TensorSource)."""
+    feeds = dict(constants)
+    for name, tensor in source.frames(window.input_start, window.input_end).items():
+        missing = window.fed_length - tensor.shape[-1]
+        if missing:
+            tensor = np.pad(tensor, [(0, 0)] * (tensor.ndim - 1) + [(0, missing)])
+        feeds[name] = np.ascontiguousarray(tensor)
+    output = run(feeds)
+    offset = window.input_start
+    return output[..., (window.emit_start - offset) * upsample : (window.emit_end - offset) * upsample]

@@ -11,6 +11,7 @@ Threading: `submit` may be called from any thread; jobs run on the worker thread
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import threading
@@ -93,3 +94,23 @@ class DeadlineWorkers(Executor):
                 job.future.set_exception(e)
             else:
                 job.future.set_result(result)
+
+
+async def probe_executor(executor: Executor, timeout_s: float) -> bool:
+    """A `probe_workers` for an engine whose workers are a thread pool: one no-op job must get through.
+
+    On timeout the job is cancelled, so probes do not pile up in the queue behind a wedged worker. A pool
+    answers while any of its threads is free; it fails once all of them are stuck."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await loop.run_in_executor(executor, _nothing)
+    except TimeoutError:
+        return False
+    except RuntimeError:  # the pool was shut down
+        return False
+    return True
+
+
+def _nothing() -> None:
+    pass

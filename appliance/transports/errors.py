@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
 
 from aiohttp import web
 
@@ -20,6 +21,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
 _REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 """A client's own request id is kept (and logged) only if it is this plain."""
+
+
+HTTP_STATUS: Final[Mapping[str, int]] = {
+    "text_too_long": 413,
+    "body_too_large": 413,
+    "unknown_voice": 404,
+    "unknown_speaker": 404,
+    "unsupported_media_type": 415,
+    "unsupported_charset": 415,
+    "unsupported_content_encoding": 415,
+    "body_timeout": 408,
+}
+"""The HTTP status of each refusal code; every other code is a 400."""
+
+
+def http_status(error: RequestError) -> int:
+    return HTTP_STATUS.get(error.code, 400)
 
 
 def error_body(code: str, message: str, **extra: object) -> dict:
@@ -46,7 +64,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         response = await handler(request)
     except RequestError as e:
-        response = error_response(e.status, e.code, e.message)
+        response = error_response(http_status(e), e.code, e.message)
     except Busy as e:
         response = busy_response(e)
     except ConnectionError as e:  # ClientGone among them: nobody is left to answer

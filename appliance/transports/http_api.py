@@ -13,11 +13,11 @@ from aiohttp import web
 
 from .. import __version__
 from ..app_keys import CONFIG, ENGINE, STATUS
-from ..audio.formats import AudioFormat, EncoderSettings, make_encoder
+from ..audio.formats import EncoderSettings
 from ..synthesis.engine import PreparedRequest
+from ..synthesis.output import StreamFailed, play
 from .errors import REQUEST_ID
 from .json_body import read_json_object
-from .off_loop import off_loop
 from .options import REQUEST_KEYS, parse_request, refuse_unknown_keys
 
 log = logging.getLogger(__name__)
@@ -43,53 +43,44 @@ async def speak(request: web.Request) -> web.StreamResponse:
     synthesis_request, audio_format = parse_request(raw, config.audio.default_format,
                                                     strings=request.method == "GET")
     engine = request.app[ENGINE]
-    prepared = engine.prepare(synthesis_request)
+    prepared = engine.prepare(synthesis_request, audio_format)
     async with engine.admission.slot():
-        return await stream_audio(request, prepared, audio_format)
+        return await stream_audio(request, prepared)
 
 
-async def stream_audio(
-    request: web.Request, prepared: PreparedRequest, audio_format: AudioFormat
-) -> web.StreamResponse:
+async def stream_audio(request: web.Request, prepared: PreparedRequest) -> web.StreamResponse:
     """Streams one admitted request. Once the headers are out, a failure can only be told by cutting the
     stream: the connection is closed without the final chunk, so every HTTP client reports an incomplete
     body (a second response inside the body would corrupt it)."""
     engine, config = request.app[ENGINE], request.app[CONFIG]
     request_id = request[REQUEST_ID]
-    settings = EncoderSettings(opus_bitrate=config.audio.opus_bitrate)
-    sample_rate = prepared.voice.config.sample_rate
-    encoder = make_encoder(audio_format, sample_rate, settings)
+    facts = prepared.facts
     response = web.StreamResponse(headers={
-        "Content-Type": encoder.content_type,
+        "Content-Type": facts.content_type,
         "Cache-Control": "no-store",
         "X-Request-Id": request_id,
-        "X-Voice": prepared.voice.name,
-        "X-Sample-Rate": str(sample_rate),
-        "X-Decoder-Backend": prepared.voice.decoder.name,
+        "X-Voice": facts.voice,
+        "X-Sample-Rate": str(facts.sample_rate),
+        "X-Decoder-Backend": facts.backend,
     })
     response.enable_chunked_encoding()
     await response.prepare(request)
     send_timeout = config.server.send_timeout_s
-    audio = engine.stream(prepared)
+
+    async def send(data: bytes) -> None:  # raises once the client has gone: the stream then stops
+        await asyncio.wait_for(response.write(data), send_timeout)
+
     try:
-        async for chunk in audio:
-            data = await off_loop(encoder.encode, chunk.samples)
-            if data:  # raises once the client has gone: the stream then stops
-                await asyncio.wait_for(response.write(data), send_timeout)
-        await response.write(await off_loop(encoder.finish))
+        await play(engine, prepared, send, EncoderSettings(opus_bitrate=config.audio.opus_bitrate))
         await response.write_eof()
     except ConnectionError:
         log.info("request %s: the client went away during %s; synthesis stopped", request_id, request.path)
     except TimeoutError:
         log.info("request %s: the client took no audio for %g s; cut off", request_id, send_timeout)
         _cut(request, flush=False)
-    except Exception as e:
-        log.warning("request %s: synthesis failed after the headers were sent; stream cut: %s: %s",
-                    request_id, type(e).__name__, e)
+    except StreamFailed as e:
+        log.warning("request %s: synthesis failed after the headers were sent; stream cut: %s", request_id, e)
         _cut(request, flush=True)
-    finally:
-        await audio.aclose()
-        encoder.close()
     return response
 
 

@@ -31,20 +31,20 @@ class ClientGone(ConnectionError):
 
 async def read_json_object(request: web.Request, timeout_s: float) -> dict[str, Any]:
     if request.content_type != "application/json":
-        raise RequestError("unsupported_media_type", "send JSON with Content-Type: application/json", 415)
+        raise RequestError("unsupported_media_type", "send JSON with Content-Type: application/json")
     charset = (request.charset or "utf-8").lower()
     if charset not in UTF8_NAMES:
-        raise RequestError("unsupported_charset", f"JSON must be UTF-8, not {charset[:40]!r}", 415)
+        raise RequestError("unsupported_charset", f"JSON must be UTF-8, not {charset[:40]!r}")
     coding = request.headers.get("Content-Encoding", "").strip().lower()
     if coding not in DECODED_CODINGS:
-        raise RequestError("unsupported_content_encoding", "send the body plain, gzip or deflate", 415)
+        raise RequestError("unsupported_content_encoding", "send the body plain, gzip or deflate")
     try:
         body = await asyncio.wait_for(request.read(), timeout_s)
     except TimeoutError:
-        raise RequestError("body_timeout", f"the request body did not arrive within {timeout_s:g} s", 408) from None
+        raise RequestError("body_timeout", f"the request body did not arrive within {timeout_s:g} s") from None
     except web.HTTPRequestEntityTooLarge:
-        raise RequestError("body_too_large", f"the request body is larger than {request.client_max_size} bytes",
-                           413) from None
+        limit = request.client_max_size
+        raise RequestError("body_too_large", f"the request body is larger than {limit} bytes") from None
     except (HttpProcessingError, RequestPayloadError):
         raise RequestError("malformed_body", "the request body could not be decoded (Content-Encoding?)") from None
     except ConnectionError as e:

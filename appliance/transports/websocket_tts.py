@@ -29,13 +29,13 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..app_keys import CONFIG, ENGINE
-from ..audio.formats import AudioFormat, EncoderSettings, make_encoder
+from ..audio.formats import EncoderSettings
 from ..synthesis.admission import Busy
 from ..synthesis.engine import PreparedRequest, SpeechEngine
+from ..synthesis.output import play
 from ..synthesis.request import RequestError, SynthesisRequest, checked_text
 from ..text.sentences import SentenceBuffer
 from .json_body import parse_json_object
-from .off_loop import off_loop
 from .options import OPTION_KEYS, parse_options, parse_request, refuse_unknown_keys
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ def add_websocket_routes(app: web.Application) -> None:
 class Utterance:
     id: str
     prepared: PreparedRequest
-    audio_format: AudioFormat
     received_at: float
     more_text: asyncio.Queue[str | None] | None = None
     """Streamed text: complete sentences, then None after the flush."""
@@ -144,8 +143,8 @@ class WsSession:
 
     async def _speak(self, message: dict) -> None:
         request, audio_format = parse_request(message, self.default_format)
-        prepared = self.engine.prepare(request)
-        self._enqueue(Utterance(self._new_id(message), prepared, audio_format, time.monotonic()))
+        prepared = self.engine.prepare(request, audio_format)
+        self._enqueue(Utterance(self._new_id(message), prepared, time.monotonic()))
 
     def _enqueue(self, utterance: Utterance) -> None:
         if self.queue.qsize() >= self.max_queued:
@@ -160,9 +159,8 @@ class WsSession:
         text = checked_text(text)
         if self.open_text is None:
             options, audio_format = parse_options(message, self.default_format)
-            prepared = self.engine.prepare(SynthesisRequest(text="", **options), text_follows=True)
-            utterance = Utterance(self._new_id(message), prepared, audio_format, time.monotonic(),
-                                  more_text=asyncio.Queue())
+            prepared = self.engine.prepare(SynthesisRequest(text="", **options), audio_format, text_follows=True)
+            utterance = Utterance(self._new_id(message), prepared, time.monotonic(), more_text=asyncio.Queue())
             self._enqueue(utterance)
             self.open_text = utterance
         utterance = self.open_text
@@ -229,7 +227,7 @@ class WsSession:
                 await self.error("busy", str(e), utterance.id, retry_after=e.retry_after_s)
             except ConnectionError:
                 return  # the socket is gone: nobody to tell
-            except Exception as e:
+            except Exception as e:  # StreamFailed, or a bug: either way the next utterance plays
                 log.warning("websocket utterance %s failed: %s: %s", utterance.id, type(e).__name__, e)
                 await self.error("synthesis_failed", "synthesis of this utterance failed; see the log",
                                  utterance.id)
@@ -237,36 +235,19 @@ class WsSession:
                 self.current = None
 
     async def _play_one(self, utterance: Utterance) -> None:
-        prepared = utterance.prepared
-        sample_rate = prepared.voice.config.sample_rate
-        encoder = make_encoder(utterance.audio_format, sample_rate, self.encoder_settings)
+        facts = utterance.prepared.facts
         more = utterance.text_pieces() if utterance.more_text is not None else None
-        audio = self.engine.stream(prepared, more)
-        await self.send_json({"type": "start", "id": utterance.id, "format": utterance.audio_format.value,
-                              "content_type": encoder.content_type, "sample_rate": sample_rate,
-                              "voice": prepared.voice.name})
-        started = time.monotonic()
-        first_audio: float | None = None
-        samples = 0
-        try:
-            async for chunk in audio:
-                samples += len(chunk.samples)
-                data = await off_loop(encoder.encode, chunk.samples)
-                if data:
-                    first_audio = first_audio or time.monotonic()
-                    await self.send_bytes(data)
-            tail = await off_loop(encoder.finish)
-            if tail:
-                await self.send_bytes(tail)
-        finally:
-            await audio.aclose()
-            encoder.close()
+        await self.send_json({"type": "start", "id": utterance.id, "format": facts.audio_format.value,
+                              "content_type": facts.content_type, "sample_rate": facts.sample_rate,
+                              "voice": facts.voice})
+        stats = await play(self.engine, utterance.prepared, self.send_bytes, self.encoder_settings, more)
+        first_audio = stats.first_audio_at or time.monotonic()
         await self.send_json({
             "type": "end",
             "id": utterance.id,
-            "audio_seconds": round(samples / sample_rate, 3),
-            "synthesis_ms": round((time.monotonic() - started) * 1000, 1),
-            "first_audio_ms": round(((first_audio or time.monotonic()) - utterance.received_at) * 1000, 1),
+            "audio_seconds": round(stats.audio_seconds, 3),
+            "synthesis_ms": round((time.monotonic() - stats.started_at) * 1000, 1),
+            "first_audio_ms": round((first_audio - utterance.received_at) * 1000, 1),
         })
 
     async def send_json(self, body: dict) -> None:
