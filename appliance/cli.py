@@ -1,4 +1,5 @@
-"""Command line: `appliance serve | say | bench | token | hub-key` (also `python -m appliance …`)."""
+"""Command line: `appliance serve | say | bench | doctor | token | rotate-token | hub-key` (also
+`python -m appliance …`)."""
 
 from __future__ import annotations
 

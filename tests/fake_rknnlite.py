@@ -4,7 +4,8 @@ It honours the real API and its constraints: `load_rknn` before `init_runtime` b
 codes (0 / -1) and `None` from a failed inference as the runtime gives them, core masks as RKNNLite defines
 them, inputs refused unless their count, shape and dtype are exactly the compiled model's (the runtime logs
 an error and returns None). It computes with the stage's ONNX model on onnxruntime at the fixed window, and
-can be told to fail or to hang, per core.
+can be told to fail or to hang, per core, or to refuse `init_runtime` on a core. The board keeps every
+runtime handed out, so that tests can check that each one that was initialised has been released.
 """
 
 from __future__ import annotations
@@ -42,16 +43,31 @@ class FakeBoard:
 
     models: dict[str, CompiledModel] = field(default_factory=dict)
     fail_cores: set[int] = field(default_factory=set)
+    fail_init_cores: set[int] = field(default_factory=set)
+    """`init_runtime` on these cores returns -1, as when the driver cannot open a context there."""
     hang_cores: set[int] = field(default_factory=set)
     fail_after_windows: int | None = None
     """Every core fails once this many windows have run in total."""
     windows_by_core: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    runtimes: list[FakeRKNNLite] = field(default_factory=list)
+    """Every runtime handed out, in order."""
     release_hangs: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def runtime(self) -> FakeRKNNLite:
-        return FakeRKNNLite(board=self)
+        runtime = FakeRKNNLite(board=self)
+        with self._lock:
+            self.runtimes.append(runtime)
+        return runtime
+
+    def initialised_runtimes(self) -> list[FakeRKNNLite]:
+        """Runtimes whose `init_runtime` succeeded (released since or not)."""
+        return [r for r in self.runtimes if r.initialised_core is not None]
+
+    def unreleased_runtimes(self) -> list[FakeRKNNLite]:
+        """Runtimes holding a loaded model or a context that nobody has released."""
+        return [r for r in self.runtimes if r.loaded and not r.released]
 
     def total_windows(self) -> int:
         return sum(self.windows_by_core.values())
@@ -70,6 +86,10 @@ class FakeRKNNLite:
         self._model: CompiledModel | None = None
         self._stage: OnnxStage | None = None
         self._core: int | None = None
+        # What the double records for tests (not part of the RKNNLite API):
+        self.loaded = False
+        self.initialised_core: int | None = None
+        self.released = False
 
     def load_rknn(self, path: str) -> int:
         model = self._board.models.get(str(Path(path)))
@@ -77,6 +97,7 @@ class FakeRKNNLite:
             self._board.errors.append(f"load_rknn: {path} is not a valid rknn model")
             return -1
         self._model = model
+        self.loaded = True
         return 0
 
     def init_runtime(self, target: str | None = None, device_id: str | None = None, async_mode: bool = False,
@@ -87,8 +108,13 @@ class FakeRKNNLite:
         if core_mask not in VALID_MASKS:
             self._board.errors.append(f"init_runtime: invalid core_mask {core_mask}")
             return -1
-        self._core = {NPU_CORE_0: 0, NPU_CORE_1: 1, NPU_CORE_2: 2}.get(core_mask, 0)
+        core = {NPU_CORE_0: 0, NPU_CORE_1: 1, NPU_CORE_2: 2}.get(core_mask, 0)
+        if core in self._board.fail_init_cores:
+            self._board.errors.append(f"init_runtime: cannot open a context on core {core} (injected)")
+            return -1
+        self._core = core
         self._stage = OnnxStage(self._model.graph, OrtSettings(intra_op_threads=1))
+        self.initialised_core = core
         return 0
 
     def inference(self, inputs: list[np.ndarray] | None = None, data_format: object = None,
@@ -127,3 +153,5 @@ class FakeRKNNLite:
     def release(self) -> None:
         self._stage = None
         self._model = None
+        self._core = None
+        self.released = True

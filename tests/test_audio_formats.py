@@ -229,16 +229,23 @@ def test_two_streams_get_different_serial_numbers() -> None:
 
 
 @pytest.mark.parametrize("fmt", list(AudioFormat))
-def test_closing_twice_or_after_finish_is_harmless(fmt: AudioFormat) -> None:
-    encoder = make_encoder(fmt, 22050, EncoderSettings())
-    encoder.encode(speech_like(22050, 0.1))
-    encoder.close()
-    encoder.close()
+def test_a_closed_encoder_sends_nothing_more_however_often_it_is_closed(fmt: AudioFormat) -> None:
+    speech = speech_like(22050, 0.1)
+    abandoned = make_encoder(fmt, 22050, EncoderSettings())
+    assert abandoned.encode(speech)
+    abandoned.close()
+    abandoned.close()
+    assert abandoned.finish() == b"", "a stream given up by close() gets no ending"
+    with pytest.raises(RuntimeError, match="already finished"):
+        abandoned.encode(speech)
 
     finished = make_encoder(fmt, 22050, EncoderSettings())
     finished.finish()
     finished.close()
     finished.close()
+    assert finished.finish() == b""
+    with pytest.raises(RuntimeError, match="already finished"):
+        finished.encode(speech)
 
 
 def test_libopusenc_errors_arrive_as_readable_runtime_errors() -> None:

@@ -17,6 +17,7 @@ import pytest
 from appliance.config import ApplianceConfig, SynthesisConfig
 from appliance.decoders.cpu_onnx import CpuStageBackend
 from appliance.decoders.npu_detect import NpuProbe
+from appliance.decoders.npu_rknn import NpuError, NpuStageBackend
 from appliance.decoders.selection import check_bundle, choose_backends
 from appliance.doctor import diagnose
 from appliance.file_digest import file_sha256
@@ -173,6 +174,41 @@ def test_start_up_falls_back_to_the_cpu_and_says_why(
     (other / f"{files.name}.onnx").write_bytes(files.onnx_path.read_bytes() + b"\0")
     altered = replace(files, onnx_path=other / f"{files.name}.onnx")
     assert "different model file" in choose_backends(altered, split, ORT, npu_config.npu, rk3588(board)).reason
+
+
+def test_a_core_refusing_to_start_releases_the_cores_opened_before_it(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    bundle = write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    decoder = BundleManifest.load(bundle).decoder
+    board.fail_init_cores = {2}
+    with pytest.raises(NpuError, match="init_runtime on NPU core 2 failed"):
+        NpuStageBackend(bundle / decoder.file, decoder, (0, 1, 2), board.runtime)
+    assert [r.initialised_core for r in board.initialised_runtimes()] == [0, 1]
+    assert len(board.runtimes) == 3 and board.unreleased_runtimes() == []
+
+
+def test_a_decoder_the_npu_refuses_releases_the_flow_already_loaded(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    bundle = write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    del board.models[str(bundle / BundleManifest.load(bundle).decoder.file)]  # the runtime cannot load it
+    choice = choose_backends(files, split, ORT, npu_config.npu, rk3588(board))
+    assert choice.backend == "cpu" and "NPU runtime refused the bundle" in choice.reason
+    assert [r.initialised_core for r in board.initialised_runtimes()] == [0, 1, 2], "the flow was on the NPU"
+    assert board.unreleased_runtimes() == []
+
+
+def test_closing_the_npu_backends_releases_every_runtime(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    choice = choose_backends(files, split, ORT, npu_config.npu, rk3588(board))
+    assert choice.backend == "npu" and choice.flow is not None
+    assert len(board.unreleased_runtimes()) == 6, "flow and decoder, one runtime per core each"
+    choice.flow.close()
+    choice.decoder.close()
+    assert board.unreleased_runtimes() == []
 
 
 async def test_an_npu_failure_mid_stream_continues_on_the_cpu_sample_for_sample(

@@ -375,18 +375,46 @@ def test_the_watchdog_interval_comes_from_watchdog_usec() -> None:
 # --- journald logging ---
 
 
-def test_logs_go_to_the_journal_when_stderr_is_the_journal_stream(tmp_path: Path) -> None:
+def _journal_stream_env(stream: io.TextIOBase) -> dict[str, str]:
+    """JOURNAL_STREAM as systemd sets it when `stream` is the one it connected to the journal."""
+    st = os.fstat(stream.fileno())
+    return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+def test_logs_go_to_the_journal_natively_when_stderr_is_the_journal_stream(tmp_path: Path) -> None:
+    from systemd.journal import JournalHandler  # systemd-python: a test dependency
+
     with (tmp_path / "stream").open("w") as stream:
-        st = os.fstat(stream.fileno())
-        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
-        handler = log_handler(env, stream)
-        if libsystemd_notify() is not None:
-            assert type(handler).__name__ == "JournalHandler"
-        else:
-            assert isinstance(handler.formatter, PriorityPrefixFormatter)
-    plain = log_handler({}, io.StringIO())
+        handler = log_handler(_journal_stream_env(stream), stream)
+    assert isinstance(handler, JournalHandler)
+    sent: list[tuple[str, dict[str, Any]]] = []
+    handler.send = lambda text, /, **fields: sent.append((text, fields))  # instead of journald's socket
+    handler.emit(logging.LogRecord("appliance.engine", logging.WARNING, __file__, 1, "core %d resting", (2,), None))
+    [(message, fields)] = sent
+    assert message == "appliance.engine: core 2 resting"
+    assert fields["PRIORITY"] == "4" and fields["SYSLOG_IDENTIFIER"] == "appliance"
+    assert (tmp_path / "stream").read_text() == "", "nothing went to the stream"
+
+
+def test_without_systemd_python_journal_lines_on_stderr_carry_their_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "systemd.journal", None)  # `from systemd.journal import …` fails
+    with (tmp_path / "stream").open("w") as stream:
+        handler = log_handler(_journal_stream_env(stream), stream)
+        handler.emit(logging.LogRecord("appliance.engine", logging.WARNING, __file__, 1, "core %d resting", (2,),
+                                       None))
+    assert isinstance(handler.formatter, PriorityPrefixFormatter)
+    assert (tmp_path / "stream").read_text() == "<4>appliance.engine: core 2 resting\n"
+
+
+def test_off_systemd_log_lines_are_plain_and_timestamped() -> None:
+    stream = io.StringIO()
+    plain = log_handler({}, stream)
+    plain.emit(logging.LogRecord("appliance.engine", logging.WARNING, __file__, 1, "core %d resting", (2,), None))
     assert isinstance(plain, logging.StreamHandler)
-    assert not isinstance(plain.formatter, PriorityPrefixFormatter)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING appliance.engine: core 2 resting\n",
+                        stream.getvalue())
 
 
 def test_without_the_module_journal_lines_carry_their_priority() -> None:

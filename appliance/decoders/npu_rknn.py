@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,16 +84,19 @@ class NpuStageBackend:
         self.context = stage.context
         self.timing = timing or NpuTiming()
         self.cores: list[NpuCore] = []
-        for index in cores:
-            runtime = runtime_factory()
-            if runtime.load_rknn(str(model_path)) != 0:
-                raise NpuError(f"load_rknn({model_path.name}) failed")
-            if runtime.init_runtime(core_mask=NPU_CORE_MASKS[index]) != 0:
-                runtime.release()
-                raise NpuError(f"init_runtime on NPU core {index} failed")
-            self.cores.append(NpuCore(index, runtime))
-        if not self.cores:
-            raise NpuError("no NPU core to run on")
+        # A failure on core N releases the runtimes already opened on cores 0..N-1 (and core N's own).
+        with ExitStack() as opened:
+            for index in cores:
+                runtime = runtime_factory()
+                opened.callback(runtime.release)
+                if runtime.load_rknn(str(model_path)) != 0:
+                    raise NpuError(f"load_rknn({model_path.name}) failed")
+                if runtime.init_runtime(core_mask=NPU_CORE_MASKS[index]) != 0:
+                    raise NpuError(f"init_runtime on NPU core {index} failed")
+                self.cores.append(NpuCore(index, runtime))
+            if not self.cores:
+                raise NpuError("no NPU core to run on")
+            opened.pop_all()
         self._idle: queue.Queue[NpuCore] = queue.Queue()
         for core in self.cores:
             self._idle.put(core)

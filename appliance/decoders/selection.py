@@ -4,6 +4,7 @@ bundle, the CPU otherwise. The reason is shown in /healthz, the log and `applian
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,12 +81,16 @@ def choose_backends(files: VoiceFiles, split: SplitVoice, ort: OrtSettings, conf
     manifest = check.manifest
     timing = NpuTiming(config.inference_deadline_s, config.core_retry_s)
     try:
-        flow = None
-        if manifest.flow is not None:
-            flow = NpuStageBackend(check.folder / manifest.flow.file, manifest.flow, probe.cores,
-                                   probe.runtime_factory, timing)
-        decoder = NpuStageBackend(check.folder / manifest.decoder.file, manifest.decoder, probe.cores,
-                                  probe.runtime_factory, timing)
+        # The flow's runtimes are released if the decoder's then fail to open.
+        with ExitStack() as opened:
+            flow = None
+            if manifest.flow is not None:
+                flow = NpuStageBackend(check.folder / manifest.flow.file, manifest.flow, probe.cores,
+                                       probe.runtime_factory, timing)
+                opened.callback(flow.close)
+            decoder = NpuStageBackend(check.folder / manifest.decoder.file, manifest.decoder, probe.cores,
+                                      probe.runtime_factory, timing)
+            opened.pop_all()
     except NpuError as e:
         return cpu(f"NPU runtime refused the bundle: {e}")
     cores = ",".join(str(c) for c in probe.cores)

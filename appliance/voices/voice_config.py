@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-DEFAULT_HOP_LENGTH: Final = 256
 DEFAULT_NOISE_SCALE: Final = 0.667
 DEFAULT_LENGTH_SCALE: Final = 1.0
 DEFAULT_NOISE_W: Final = 0.8
@@ -34,8 +33,6 @@ class VoiceConfig:
     noise_scale: float = DEFAULT_NOISE_SCALE
     length_scale: float = DEFAULT_LENGTH_SCALE
     noise_w: float = DEFAULT_NOISE_W
-    hop_length: int = DEFAULT_HOP_LENGTH
-    """Audio samples per latent frame (HiFi-GAN's total upsampling)."""
 
     @staticmethod
     def from_dict(raw: Mapping[str, Any]) -> VoiceConfig:
@@ -58,7 +55,6 @@ class VoiceConfig:
                 noise_scale=float(inference.get("noise_scale", DEFAULT_NOISE_SCALE)),
                 length_scale=float(inference.get("length_scale", DEFAULT_LENGTH_SCALE)),
                 noise_w=float(inference.get("noise_w", DEFAULT_NOISE_W)),
-                hop_length=int(raw.get("hop_length", DEFAULT_HOP_LENGTH)),
             )
         except KeyError as e:
             raise VoiceConfigError(f"missing key {e.args[0]!r}") from e
