@@ -46,7 +46,7 @@ async def run_benchmark(config: ApplianceConfig, voice: str | None, repeat: int)
         name = voice or engine.default_voice
         results: dict[str, Any] = {"voice": name, "backend": engine.voices[name].decoder.name,
                                    "backend_reason": status.get("voices")[name]["reason"],
-                                   "inference_threads": config.synthesis.inference_threads, "texts": {}}
+                                   "inference_threads": engine.inference_threads, "texts": {}}
         for label, text in (("sentence", SENTENCE), ("paragraph", PARAGRAPH), ("long", LONG_TEXT)):
             runs = [await measure(engine, text, voice, seed) for seed in range(repeat)]
             results["texts"][label] = {"chars": len(text), **_median(runs)}

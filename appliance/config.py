@@ -71,8 +71,11 @@ MAX_WINDOW_FRAMES: Final = 256
 
 @dataclass(frozen=True)
 class SynthesisConfig:
-    inference_threads: int = 2
-    """Worker threads running model stages; also the bound on concurrent inference work."""
+    inference_threads: int = 0
+    """Worker threads running model stages (the bound on concurrent inference work); 0: one per CPU core."""
+    onnx_threads: int = 1
+    """onnxruntime's threads inside one run. One: the workers run windows and requests in parallel instead,
+    which measured faster (benchmarks/threading_choice.py, README)."""
     first_window_frames: int = FIRST_WINDOW_FRAMES
     """Useful frames in a sentence's first CPU decoder window: small, so audio starts early."""
     max_window_frames: int = MAX_WINDOW_FRAMES

@@ -64,5 +64,5 @@ async def test_a_lone_request_decodes_on_every_worker_and_keeps_its_order(
 
     parallel = await speak(engine, PARAGRAPH, 3)
 
-    assert meter.most == engine.settings.inference_threads >= 2
+    assert meter.most == engine.inference_threads >= 2
     assert np.array_equal(parallel, reference), "windows decoded in parallel are emitted in order"

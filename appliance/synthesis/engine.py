@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -85,7 +86,8 @@ class SpeechEngine:
     """NPU cores the decoders run on (0: the CPU decodes); sets the default number of streams."""
 
     def __post_init__(self) -> None:
-        self._workers = DeadlineWorkers(self.settings.inference_threads)
+        self.inference_threads = self.settings.inference_threads or os.cpu_count() or 1
+        self._workers = DeadlineWorkers(self.inference_threads)
         max_streams = self.settings.max_streams or default_max_streams(self.npu_cores)
         self.admission = Admission(max_streams, self.settings.queue_s)
         """Every transport takes a slot here before it starts a stream (event-loop thread only)."""

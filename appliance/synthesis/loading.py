@@ -31,7 +31,7 @@ def load_engine(config: ApplianceConfig, status: StatusBoard, npu: NpuProbe | No
     if config.voices.default not in found:
         raise ValueError(f"default voice {config.voices.default!r} not found; have {sorted(found)}")
     cache = split_cache_folder(config.service.state_folder)
-    ort_settings = OrtSettings(intra_op_threads=1)
+    ort_settings = OrtSettings(intra_op_threads=config.synthesis.onnx_threads)
     windows = WindowSettings(config.synthesis.first_window_frames, config.synthesis.max_window_frames)
     voices = {}
     for name, files in found.items():
