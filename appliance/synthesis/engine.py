@@ -151,6 +151,7 @@ class SpeechEngine:
         def submit(deadline: float, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
             future = asyncio.wrap_future(self._workers.submit_by(deadline, fn, *args))
             outstanding.add(future)
+            future.add_done_callback(_settled)
             future.add_done_callback(outstanding.discard)
             return future
 
@@ -269,6 +270,13 @@ async def _next_or_raise(queue: asyncio.Queue[Q], producer: asyncio.Task[None]) 
         getter.cancel()
         raise producer.exception()
     return await getter  # the producer finished after queueing its last item
+
+
+def _settled(future: asyncio.Future[Any]) -> None:
+    """Marks a job's failure as seen: when the stream stops at its first failed window, the failures of the
+    windows submitted beside it are not logged again as "never retrieved"."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _in_range(name: str, value: float | None, default: float, bounds: tuple[float, float]) -> float:
