@@ -23,6 +23,7 @@ from .synthesis.loading import load_engine
 from .transports.errors import json_errors
 from .transports.http_api import add_http_routes
 from .transports.listener import MAX_BODY_BYTES, AcceptErrorLog, Listener, ListenerLimits
+from .transports.routes import API_ROUTES
 from .transports.websocket_tts import add_websocket_routes
 from .tunnel.lifecycle import tunnel_context
 from .tunnel.remote_listener import remote_listener_context
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 
 def add_routes(app: web.Application) -> None:
     """The API, served the same on the LAN listener and on the tunnel's (token-only) listener."""
-    add_http_routes(app)
-    add_websocket_routes(app)
+    add_http_routes(app, API_ROUTES)
+    add_websocket_routes(app, API_ROUTES)
 
 
 def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None,
@@ -48,7 +49,7 @@ def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None,
         engine_context,
         remote_listener_context(add_routes, [json_errors]),
         tunnel_context,
-        mdns_context,
+        mdns_context(API_ROUTES),  # advertises the routes `add_routes` serves
         systemd_context,  # last: READY=1 once everything above is up
     ])
     add_routes(app)

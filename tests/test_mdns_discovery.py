@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from appliance import __version__
 from appliance.app_keys import CONFIG, STATUS
 from appliance.config import ApplianceConfig, MdnsConfig, ServerConfig, VoicesConfig
+from appliance.daemon import create_app
 from appliance.discovery import (
     APPLIANCE_SERVICE_TYPE,
     SERVICE_TYPES,
@@ -35,6 +37,8 @@ from appliance.discovery import (
 )
 from appliance.discovery.addresses import HostAddress, select_addresses
 from appliance.status import StatusBoard
+from appliance.transports import http_api, websocket_tts
+from appliance.transports.routes import API_ROUTES
 
 PORT = 8848
 DEFAULT_VOICE = "en_US-joe-medium"
@@ -65,7 +69,14 @@ def config_for(name: str, host: str = "127.0.0.1", port: int = PORT) -> Applianc
 
 def settings_for(name: str, port: int = PORT, node: int = 0xA1B2C3) -> MdnsSettings:
     """Settings as the daemon derives them, for an appliance listening on loopback."""
-    return MdnsSettings.from_config(config_for(name, port=port), hostname="testbox", node=node)
+    return MdnsSettings.from_config(config_for(name, port=port), API_ROUTES, hostname="testbox", node=node)
+
+
+async def handler_for(app: web.Application, method: str, path: str) -> object:
+    """What the application's router runs for `method path`."""
+    match = await app.router.resolve(make_mocked_request(method, path, app=app))
+    assert match.http_exception is None, f"{method} {path}: {match.http_exception!r}"
+    return match.handler
 
 
 @dataclass
@@ -130,19 +141,23 @@ async def test_a_client_finds_the_appliance_under_both_types_and_reads_its_txt(
             assert info.port == PORT
             assert info.parsed_addresses() == ["127.0.0.1"]
             assert info.server == "testbox-speech-a1b2c3.local."
-            assert info.decoded_properties == {
+            txt = info.decoded_properties
+            assert {key: txt[key] for key in ("txtvers", "version", "auth", "backend", "nvoices", "voices")} == {
                 "txtvers": "1",
-                "path": "/",
-                "api": "/api/tts",
-                "ws": "/ws/tts",
-                "voicesapi": "/api/voices",
-                "health": "/healthz",
                 "version": __version__,
                 "auth": "none",
                 "backend": "npu",
                 "nvoices": "2",
                 "voices": f"{DEFAULT_VOICE},de_DE-thorsten-low",
             }
+            # Each advertised path is served by the daemon's router, by the handler a client expects.
+            app = create_app(config_for(name))
+            assert await handler_for(app, "GET", txt["path"]) is http_api.page
+            assert await handler_for(app, "POST", txt["api"]) is http_api.speak
+            assert await handler_for(app, "GET", txt["api"]) is http_api.speak
+            assert await handler_for(app, "GET", txt["ws"]) is websocket_tts.websocket_tts
+            assert await handler_for(app, "GET", txt["voicesapi"]) is http_api.voices
+            assert await handler_for(app, "GET", txt["health"]) is http_api.health
         assert board.get("mdns")["state"] == "announced"
         assert board.get("mdns")["name"] == name
 
@@ -200,7 +215,7 @@ async def test_nothing_is_announced_when_mdns_is_disabled(board: StatusBoard) ->
     app = web.Application()
     app[CONFIG] = ApplianceConfig(mdns=MdnsConfig(enabled=False))
     app[STATUS] = board
-    app.cleanup_ctx.append(mdns_context)
+    app.cleanup_ctx.append(mdns_context(API_ROUTES))
     runner = web.AppRunner(app)
     await runner.setup()
     await runner.cleanup()
@@ -320,7 +335,7 @@ async def test_a_second_host_discovers_the_appliance_and_reaches_its_health_endp
     app[CONFIG] = config_for(name, veth.root_address, port)
     app[STATUS] = board
     app.router.add_get("/healthz", healthz)
-    app.cleanup_ctx.append(mdns_context)
+    app.cleanup_ctx.append(mdns_context(API_ROUTES))
     runner = web.AppRunner(app)
     await runner.setup()
     try:
@@ -347,7 +362,7 @@ async def test_a_renumbered_interface_is_announced_with_its_new_address(
         instance_name=name,
         host_name="testbox-speech-a1b2c3.local.",
         port=PORT,
-        txt=TxtFacts(version=__version__),
+        txt=TxtFacts(version=__version__, routes=API_ROUTES),
         interfaces=(veth.root_interface,),
         poll_interval_s=0.2,
     )
@@ -374,7 +389,7 @@ def test_a_long_voice_list_is_cut_at_a_whole_name_with_the_default_voice_first()
     voices = {f"xx_XX-voice{i:03d}-medium": {"backend": "cpu"} for i in range(40)}
     voices[DEFAULT_VOICE] = {"backend": "npu"}
 
-    txt = txt_properties(TxtFacts(version="1.0", default_voice=DEFAULT_VOICE), voices)
+    txt = txt_properties(TxtFacts(version="1.0", routes=API_ROUTES, default_voice=DEFAULT_VOICE), voices)
 
     listed = txt["voices"].split(",")
     assert listed[0] == DEFAULT_VOICE
@@ -387,13 +402,15 @@ def test_a_long_voice_list_is_cut_at_a_whole_name_with_the_default_voice_first()
 
 def test_the_listener_address_decides_what_is_announced() -> None:
     def chosen(host: str) -> tuple[tuple[str, ...] | None, bool]:
-        settings = MdnsSettings.from_config(ApplianceConfig(server=ServerConfig(host=host)), hostname="rock-5b.lan")
+        settings = MdnsSettings.from_config(ApplianceConfig(server=ServerConfig(host=host)), API_ROUTES,
+                                            hostname="rock-5b.lan")
         return settings.interfaces, settings.ipv6
 
     assert chosen("0.0.0.0") == (None, False)
     assert chosen("::") == (None, True)
     assert chosen("192.168.1.20") == (("192.168.1.20",), False)
-    assert MdnsSettings.from_config(ApplianceConfig(), hostname="rock-5b.lan").instance_name == "rock-5b speech"
+    assert MdnsSettings.from_config(ApplianceConfig(), API_ROUTES, hostname="rock-5b.lan").instance_name == (
+        "rock-5b speech")
 
 
 def test_loopback_and_ipv6_are_announced_only_when_asked_for() -> None:

@@ -4,14 +4,13 @@ from .announcer import STATUS_COMPONENT, MdnsAnnouncer
 from .context import mdns_context
 from .names import APPLIANCE_SERVICE_TYPE, HTTP_SERVICE_TYPE, SERVICE_TYPES
 from .settings import MdnsSettings
-from .txt import ApiPaths, TxtFacts, txt_properties
+from .txt import TxtFacts, txt_properties
 
 __all__ = [
     "APPLIANCE_SERVICE_TYPE",
     "HTTP_SERVICE_TYPE",
     "SERVICE_TYPES",
     "STATUS_COMPONENT",
-    "ApiPaths",
     "MdnsAnnouncer",
     "MdnsSettings",
     "TxtFacts",

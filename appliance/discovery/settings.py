@@ -11,8 +11,9 @@ from typing import Final
 
 from .. import __version__
 from ..config import ApplianceConfig
+from ..transports.routes import ApiRoutes
 from .names import host_name, instance_name
-from .txt import ApiPaths, TxtFacts
+from .txt import TxtFacts
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,13 @@ class MdnsSettings:
     def from_config(
         cls,
         config: ApplianceConfig,
-        paths: ApiPaths | None = None,
+        routes: ApiRoutes,
         hostname: str | None = None,
         node: int | None = None,
     ) -> MdnsSettings:
-        """Announce what the LAN listener serves: `server.host` 0.0.0.0 means every IPv4 interface, '::'
-        adds IPv6, and a specific address limits the announcement to that address."""
+        """Announce what the LAN listener serves (`routes`: the daemon's route table): `server.host` 0.0.0.0
+        means every IPv4 interface, '::' adds IPv6, and a specific address limits the announcement to that
+        address."""
         hostname = socket.gethostname() if hostname is None else hostname
         interfaces, ipv6 = _interfaces_for_listener(config.server.host)
         return cls(
@@ -55,7 +57,7 @@ class MdnsSettings:
             port=config.server.port,
             txt=TxtFacts(
                 version=__version__,
-                paths=paths or ApiPaths(),
+                routes=routes,
                 default_voice=config.voices.default,
                 token_required=config.server.lan_token_required,
             ),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
+
+from ..transports.routes import ApiRoutes
 
 MAX_TXT_STRING_BYTES: Final = 255
 """Each TXT string ("key=value") is one length-prefixed string of at most 255 bytes (RFC 6763 §6.1)."""
@@ -12,22 +14,12 @@ BACKEND_ORDER: Final = ("npu", "cpu")
 
 
 @dataclass(frozen=True)
-class ApiPaths:
-    """Where the transports are mounted; the daemon passes its real routes."""
-
-    root: str = "/"
-    tts: str = "/api/tts"
-    ws: str = "/ws/tts"
-    voices: str = "/api/voices"
-    health: str = "/healthz"
-
-
-@dataclass(frozen=True)
 class TxtFacts:
     """The parts of the TXT record that stay fixed while the daemon runs."""
 
     version: str
-    paths: ApiPaths = field(default_factory=ApiPaths)
+    routes: ApiRoutes
+    """The table the daemon's router is built from."""
     default_voice: str = ""
     """Listed first, so it survives truncation of the voice list."""
     token_required: bool = False
@@ -40,13 +32,14 @@ def txt_properties(facts: TxtFacts, voices: Mapping[str, Any]) -> dict[str, str]
     one TXT string and `nvoices` gives the full count, so a client can tell the list was cut and ask
     `voicesapi` for all of them."""
     names = sorted(voices, key=lambda name: (name != facts.default_voice, name))
+    routes = facts.routes
     return {
         "txtvers": "1",
-        "path": facts.paths.root,
-        "api": facts.paths.tts,
-        "ws": facts.paths.ws,
-        "voicesapi": facts.paths.voices,
-        "health": facts.paths.health,
+        "path": routes.page,
+        "api": routes.tts,
+        "ws": routes.ws_tts,
+        "voicesapi": routes.voices,
+        "health": routes.health,
         "version": facts.version,
         "auth": "bearer" if facts.token_required else "none",
         "backend": ",".join(_backends(voices)),

@@ -19,16 +19,17 @@ from .errors import REQUEST_ID
 from .json_body import read_json_object
 from .off_loop import off_loop
 from .options import REQUEST_KEYS, parse_request, refuse_unknown_keys
+from .routes import ApiRoutes
 
 log = logging.getLogger(__name__)
 
 
-def add_http_routes(app: web.Application) -> None:
-    app.router.add_post("/api/tts", speak)
-    app.router.add_get("/api/tts", speak)
-    app.router.add_get("/api/voices", voices)
-    app.router.add_get("/healthz", health)
-    app.router.add_get("/", page)
+def add_http_routes(app: web.Application, routes: ApiRoutes) -> None:
+    app.router.add_post(routes.tts, speak)
+    app.router.add_get(routes.tts, speak)
+    app.router.add_get(routes.voices, voices)
+    app.router.add_get(routes.health, health)
+    app.router.add_get(routes.page, page)
 
 
 async def speak(request: web.Request) -> web.StreamResponse:
