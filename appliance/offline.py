@@ -10,7 +10,6 @@ import numpy as np
 from .audio.formats import AudioFormat, EncoderSettings, make_encoder
 from .audio.wav import wav_bytes
 from .config import ApplianceConfig
-from .status import StatusBoard
 from .synthesis.loading import load_engine
 from .synthesis.request import RequestError, SynthesisRequest
 
@@ -24,7 +23,7 @@ async def synthesize_to_file(config: ApplianceConfig, text: str, output: Path, v
     audio_format = SUFFIX_FORMATS.get(output.suffix.lower())
     if audio_format is None:
         raise ValueError(f"unknown output type {output.suffix!r}; use one of {sorted(SUFFIX_FORMATS)}")
-    engine = await asyncio.to_thread(load_engine, config, StatusBoard())
+    engine = await asyncio.to_thread(load_engine, config)
     try:
         try:
             prepared = engine.prepare(SynthesisRequest(text=text, voice=voice, speaker=speaker, seed=seed))

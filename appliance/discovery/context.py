@@ -6,27 +6,29 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ..app_keys import CONFIG, STATUS
+from ..app_keys import CONFIG, ENGINE
+from ..health import MdnsHealth, MdnsState
 from ..transports.routes import ApiRoutes
-from .announcer import STATUS_COMPONENT, MdnsAnnouncer
+from .announcer import MdnsAnnouncer
 from .settings import MdnsSettings
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def mdns_context(routes: ApiRoutes) -> CleanupContext:
-    """For `app.cleanup_ctx`: announce while the app runs, with `routes` (the table the app's router was built
-    from) in the TXT record; goodbyes at shutdown; nothing if mdns is off.
+    """For `app.cleanup_ctx`, after the engine's: announce while the app runs, with `routes` (the table the
+    app's router was built from) in the TXT record; goodbyes at shutdown; nothing if mdns is off.
 
     Registration runs in the background, so startup does not wait for the ~1 s of probing."""
 
     async def mdns(app: web.Application) -> AsyncIterator[None]:
-        config, status = app[CONFIG], app[STATUS]
+        config, engine = app[CONFIG], app[ENGINE]
+        board = engine.health_board
         if not config.mdns.enabled:
-            status.update(STATUS_COMPONENT, state="disabled")
+            board.report_mdns(MdnsHealth(MdnsState.DISABLED))
             yield
             return
-        announcer = MdnsAnnouncer(MdnsSettings.from_config(config, routes), status)
+        announcer = MdnsAnnouncer(MdnsSettings.from_config(config, routes), engine.health, board.report_mdns)
         await announcer.start()
         try:
             yield

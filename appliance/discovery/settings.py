@@ -18,7 +18,6 @@ from .txt import TxtFacts
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL_S: Final = 5.0
-DEFAULT_TXT_SETTLE_S: Final = 0.2
 
 
 @dataclass(frozen=True)
@@ -35,8 +34,6 @@ class MdnsSettings:
     """Also announce IPv6 addresses of the chosen interfaces (IPv4 only by default)."""
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
     """How often the host's addresses are read to notice a change (DHCP renewals, Wi-Fi roaming)."""
-    txt_settle_s: float = DEFAULT_TXT_SETTLE_S
-    """Wait after a voices change so a burst of them (voices loading at start) makes one TXT update."""
 
     @classmethod
     def from_config(

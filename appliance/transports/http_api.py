@@ -11,11 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__
-from ..app_keys import CONFIG, ENGINE, STATUS
+from ..app_keys import CONFIG, ENGINE
 from ..audio.formats import AudioFormat, EncoderSettings, make_encoder
 from ..synthesis.engine import PreparedRequest
 from .errors import REQUEST_ID
+from .health_json import health_json
 from .json_body import read_json_object
 from .off_loop import off_loop
 from .options import REQUEST_KEYS, parse_request, refuse_unknown_keys
@@ -111,24 +111,7 @@ async def voices(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
-    board = request.app[STATUS].snapshot()
-    voices_status = board.pop("voices", {})
-    for name, voice in engine.voices.items():
-        voices_status.setdefault(name, {}).update(voice.describe_backend())
-    backends = sorted({v.get("backend", "cpu") for v in voices_status.values()})
-    body = {
-        "status": "ok",
-        "version": __version__,
-        "backend": backends[0] if len(backends) == 1 else backends,
-        "voices": voices_status,
-        "default_voice": engine.default_voice,
-        "streams": {"active": engine.counters.active_streams, "completed": engine.counters.completed,
-                    "cancelled": engine.counters.cancelled, "max": engine.admission.max_streams,
-                    "waiting": engine.admission.waiting, "rejected_busy": engine.admission.counters.rejected},
-        **board,
-    }
-    return web.json_response(body)
+    return web.json_response(health_json(request.app[ENGINE].health()))
 
 
 async def page(request: web.Request) -> web.Response:
