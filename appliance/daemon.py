@@ -17,6 +17,7 @@ from .config import ApplianceConfig
 from .discovery.context import mdns_context
 from .security.lan import lan_middlewares
 from .service.context import systemd_context
+from .service.loop_lag import loop_lag_context
 from .synthesis.engine import SpeechEngine
 from .synthesis.loading import load_engine
 from .transports.errors import json_errors
@@ -45,6 +46,7 @@ def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None) -> w
         app[ENGINE] = engine
     app.cleanup_ctx.extend([
         engine_context,
+        loop_lag_context,
         remote_listener_context(add_routes, [json_errors]),
         tunnel_context,
         mdns_context(API_ROUTES),  # advertises the routes `add_routes` serves

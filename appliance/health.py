@@ -1,6 +1,6 @@
 """The daemon's health as typed values: what /healthz, the systemd status line, the mDNS TXT record and (later)
 /metrics render. Types only; the state they describe stays with its owners (the engine, the tunnel supervisor,
-the mDNS announcer, the watchdog pinger), and `SpeechEngine.health()` puts it together.
+the mDNS announcer, the watchdog pinger, the event-loop probe), and `SpeechEngine.health()` puts it together.
 """
 
 from __future__ import annotations
@@ -138,6 +138,17 @@ class WatchdogHealth:
 
 
 @dataclass(frozen=True)
+class LoopLag:
+    """How late the event loop ran a timer, over the last `window_s` seconds."""
+
+    lag_p50_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+    window_s: float
+    samples: int
+
+
+@dataclass(frozen=True)
 class HealthSnapshot:
     version: str
     default_voice: str
@@ -148,3 +159,5 @@ class HealthSnapshot:
     mdns: MdnsHealth | None = None
     watchdog: WatchdogHealth | None = None
     """None while systemd asks for no watchdog pings (or before the first tick)."""
+    event_loop: LoopLag | None = None
+    """None when no event-loop probe runs (an engine used outside the daemon)."""

@@ -7,11 +7,13 @@ The engine owns one board (`SpeechEngine.health_board`) and composes the whole s
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from . import __version__
 from .health import (
     HealthPart,
     HealthSnapshot,
+    LoopLag,
     MdnsHealth,
     StreamsHealth,
     TunnelHealth,
@@ -22,9 +24,13 @@ from .health import (
 Listener = Callable[[HealthPart], None]
 
 
+class LoopLagSource(Protocol):
+    def summary(self) -> LoopLag: ...
+
+
 class HealthBoard:
-    """The latest report of each outer component (tunnel, mDNS, watchdog) and the listeners to tell about
-    changes (the systemd status line).
+    """The latest report of each outer component (tunnel, mDNS, watchdog), a reader for the event-loop lag,
+    and the listeners to tell about changes (the systemd status line).
 
     Threading: event-loop thread only. Every writer reports from a coroutine or callback on the loop, and the
     listeners are called there, synchronously, so they must only schedule work. Each part has one writer: the
@@ -35,6 +41,7 @@ class HealthBoard:
         self._tunnel: TunnelHealth | None = None
         self._mdns: MdnsHealth | None = None
         self._watchdog: WatchdogHealth | None = None
+        self._loop_lag: LoopLagSource | None = None
         self._listeners: list[Listener] = []
 
     def report_tunnel(self, tunnel: TunnelHealth) -> None:
@@ -52,6 +59,10 @@ class HealthBoard:
         if watchdog != self._watchdog:
             self._watchdog = watchdog
             self.changed(HealthPart.WATCHDOG)
+
+    def measure_loop_lag(self, source: LoopLagSource | None) -> None:
+        """The probe that reads the event loop's lag at snapshot time; None when it stops."""
+        self._loop_lag = source
 
     def changed(self, part: HealthPart) -> None:
         """Tell the listeners; for parts the board does not hold (the engine's streams)."""
@@ -73,6 +84,7 @@ class HealthBoard:
             tunnel=self._tunnel,
             mdns=self._mdns,
             watchdog=self._watchdog,
+            event_loop=self._loop_lag.summary() if self._loop_lag is not None else None,
         )
 
     @property

@@ -23,7 +23,8 @@ def health_json(snapshot: HealthSnapshot) -> dict[str, Any]:
         "clients": {"active": streams.active},
     }
     # Parts whose owner has not reported yet are left out, as before.
-    for key, part in (("tunnel", snapshot.tunnel), ("mdns", snapshot.mdns), ("watchdog", snapshot.watchdog)):
+    for key, part in (("tunnel", snapshot.tunnel), ("mdns", snapshot.mdns), ("watchdog", snapshot.watchdog),
+                      ("event_loop", snapshot.event_loop)):
         if part is not None:
             body[key] = asdict(part)
     return body
