@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from appliance.config import config_from_dict
-from appliance.status import StatusBoard
 from appliance.synthesis.loading import load_engine
 from appliance.synthesis.request import SynthesisRequest
 
@@ -75,7 +74,7 @@ async def _speak(engine, text: str) -> float:
 def run_case(name: str, state_folder: Path) -> dict:
     """Loads the engine and speaks one case in this process; returns its figures."""
     config = config_from_dict({"mdns": {"enabled": False}, "service": {"state_folder": str(state_folder)}})
-    engine = load_engine(config, StatusBoard())
+    engine = load_engine(config)
     try:
         load_peak = _status_mb("VmHWM")
         reset = _reset_peak()

@@ -21,13 +21,15 @@ import numpy as np
 
 from ..audio.formats import AudioFormat, content_type
 from ..config import SynthesisConfig
-from ..status import StatusBoard
+from ..health import HealthPart, HealthSnapshot, StreamsHealth
+from ..health_board import HealthBoard
 from ..text.phoneme_ids import phonemes_to_ids
 from ..text.phonemes import Phonemizer
 from ..text.sentences import text_units
 from ..text.units import phoneme_units
 from .admission import Admission, default_max_streams
 from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest, checked_text
+from .voice_health import voice_health
 from .voice_request import SentencePlan, VoiceRequest
 from .voice_runtime import LoadedVoice, SynthesisParams
 from .workers import DeadlineWorkers, probe_executor
@@ -67,6 +69,8 @@ class PreparedRequest:
 
 @dataclass
 class EngineCounters:
+    """Streams and windows since start-up. Event-loop thread only (`stream` runs there)."""
+
     active_streams: int = 0
     completed: int = 0
     cancelled: int = 0
@@ -79,7 +83,10 @@ class SpeechEngine:
     default_voice: str
     settings: SynthesisConfig
     max_text_chars: int
-    status: StatusBoard
+    backend_reasons: dict[str, str] = field(default_factory=dict)
+    """Why each voice decodes where it does (start-up's backend choice), by voice name."""
+    health_board: HealthBoard = field(default_factory=HealthBoard)
+    """Where the daemon's outer components report their health (event-loop thread only)."""
     phonemizer: Phonemizer = field(default_factory=Phonemizer)
     counters: EngineCounters = field(default_factory=EngineCounters)
     npu_cores: int = 0
@@ -203,13 +210,23 @@ class SpeechEngine:
                 self.counters.completed += 1
             else:
                 self.counters.cancelled += 1
-        self.status.update("clients", active=self.counters.active_streams)
+        self.health_board.changed(HealthPart.STREAMS)
 
     # -- health ---------------------------------------------------------------------------------------
 
     async def probe_workers(self, timeout_s: float) -> bool:
         """True if an inference worker picks up a trivial job within the timeout (the pool is not wedged)."""
         return await probe_executor(self._workers, timeout_s)
+
+    def health(self) -> HealthSnapshot:
+        """Everything /healthz, the status line and the TXT record show. Event-loop thread only."""
+        counters, admission = self.counters, self.admission
+        streams = StreamsHealth(
+            active=counters.active_streams, completed=counters.completed, cancelled=counters.cancelled,
+            max=admission.max_streams, waiting=admission.waiting, rejected_busy=admission.counters.rejected,
+            windows=counters.windows)
+        voices = tuple(voice_health(voice, self.backend_reasons.get(name, "")) for name, voice in self.voices.items())
+        return self.health_board.snapshot(self.default_voice, voices, streams)
 
     def describe_voices(self) -> list[dict]:
         described = []
