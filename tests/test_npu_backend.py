@@ -217,6 +217,16 @@ def test_closing_the_npu_backends_releases_every_runtime(
     assert board.unreleased_runtimes() == []
 
 
+def test_a_start_up_that_fails_after_the_npu_backends_were_built_releases_them(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    board.fail_after_windows = board.total_windows()  # the voice's first decoder run (measuring it) fails
+    with pytest.raises(RuntimeError, match="injected"):
+        load_engine(npu_config, rk3588(board))
+    assert len(board.initialised_runtimes()) == 6 and board.unreleased_runtimes() == []
+
+
 async def test_an_npu_failure_mid_stream_continues_on_the_cpu_sample_for_sample(
     npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, cpu_reference: SpeechEngine
 ) -> None:

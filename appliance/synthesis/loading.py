@@ -32,23 +32,36 @@ def load_engine(config: ApplianceConfig, npu: NpuProbe | None = None) -> SpeechE
     cache = split_cache_folder(config.service.state_folder)
     ort_settings = OrtSettings(intra_op_threads=config.synthesis.onnx_threads)
     windows = WindowSettings(config.synthesis.first_window_frames, config.synthesis.max_window_frames)
-    voices = {}
+    voices: dict[str, LoadedVoice] = {}
     reasons = {}
-    for name, files in found.items():
-        split = load_split_voice(files.onnx_path, cache, files.onnx_sha256)
-        choice = choose_backends(files, split, ort_settings, config.npu, npu)
-        voices[name] = LoadedVoice(files, split, ort_settings, choice.decoder, flow=choice.flow, windows=windows,
-                                   cpu_fallback=choice.backend != "cpu")
-        reasons[name] = choice.reason
-        log.info("voice %s loaded (%d Hz, %d speaker(s)); decoder on %s: %s", name, files.config.sample_rate,
-                 files.config.num_speakers, choice.backend, choice.reason)
+    try:  # a failure part way releases the NPU runtimes taken so far
+        for name, files in found.items():
+            split = load_split_voice(files.onnx_path, cache, files.onnx_sha256)
+            choice = choose_backends(files, split, ort_settings, config.npu, npu)
+            try:
+                voices[name] = LoadedVoice(files, split, ort_settings, choice.decoder, flow=choice.flow,
+                                           windows=windows, cpu_fallback=choice.backend != "cpu")
+            except BaseException:
+                choice.close()
+                raise
+            reasons[name] = choice.reason
+            log.info("voice %s loaded (%d Hz, %d speaker(s)); decoder on %s: %s", name, files.config.sample_rate,
+                     files.config.num_speakers, choice.backend, choice.reason)
+    except BaseException:
+        for voice in voices.values():
+            voice.close()
+        raise
     npu_cores = max((len(getattr(v.decoder, "cores", ())) for v in voices.values()), default=0)
     engine = SpeechEngine(voices, config.voices.default, config.synthesis, config.server.max_text_chars,
                           backend_reasons=reasons, npu_cores=npu_cores)
     log.info("admitting %d concurrent stream(s); a request waits up to %.1f s for one",
              engine.admission.max_streams, engine.admission.queue_s)
-    for voice in voices.values():
-        warm_up(engine, voice)
+    try:
+        for voice in voices.values():
+            warm_up(engine, voice)
+    except BaseException:
+        engine.close()
+        raise
     return engine
 
 
