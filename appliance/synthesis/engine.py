@@ -165,10 +165,11 @@ class SpeechEngine:
         async def plan_ahead() -> None:
             async for piece in _pieces(prepared.text, more_text):
                 # Phonemes and encoding in one job: a new request waits for a free worker once, not twice.
-                for plan in await submit(pace.due(), self._plan_unit, request, piece):
+                for plan in await submit(pace.encode_due(), self._plan_unit, request, piece):
+                    pace.sentence_start = pace.planned
                     windows = []
                     for window in plan.windows:
-                        windows.append(submit(pace.due(), request.decode, plan, window))
+                        windows.append(submit(pace.window_due(), request.decode, plan, window))
                         pace.planned += plan.window_samples(window)
                     await sentences.put(windows)
             await sentences.put(None)
@@ -251,17 +252,22 @@ class SpeechEngine:
 @dataclass
 class _Pace:
     """When a stream's jobs are due: when its listener would run out of audio, had playback started with the
-    request. A window is due once the audio before it has played; the next sentence's phonemes and encoding
-    once all the audio planned so far has played, so looking ahead never delays another stream's first
-    window."""
+    request. A window is due once the audio before it has played. The next sentence's phonemes and encoding are
+    due when the sentence before it starts playing, so they run beside its windows and the workers never wait
+    for them; a stream ahead of its listener still yields to the jobs of a stream that is not."""
 
     started: float
     sample_rate: int
     planned: int = 0
     """Samples of every window submitted so far."""
+    sentence_start: int = 0
+    """Samples before the last sentence submitted."""
 
-    def due(self) -> float:
+    def window_due(self) -> float:
         return self.started + self.planned / self.sample_rate
+
+    def encode_due(self) -> float:
+        return self.started + self.sentence_start / self.sample_rate
 
 
 async def _pieces(text: str, more_text: AsyncIterator[str] | None) -> AsyncIterator[str]:
