@@ -166,9 +166,9 @@ class SpeechEngine:
             async for piece in _pieces(prepared.text, more_text):
                 # Phonemes and encoding in one job: a new request waits for a free worker once, not twice.
                 for plan in await submit(pace.encode_due(), self._plan_unit, request, piece):
-                    pace.sentence_start = pace.planned
                     windows = []
                     for window in plan.windows:
+                        pace.last_window_start = pace.planned
                         windows.append(submit(pace.window_due(), request.decode, plan, window))
                         pace.planned += plan.window_samples(window)
                     await sentences.put(windows)
@@ -253,21 +253,21 @@ class SpeechEngine:
 class _Pace:
     """When a stream's jobs are due: when its listener would run out of audio, had playback started with the
     request. A window is due once the audio before it has played. The next sentence's phonemes and encoding are
-    due when the sentence before it starts playing, so they run beside its windows and the workers never wait
-    for them; a stream ahead of its listener still yields to the jobs of a stream that is not."""
+    due with the last window of the sentence before, so they run beside it and the workers do not wait for
+    them, and a stream ahead of its listener still yields to the jobs of a stream that is not."""
 
     started: float
     sample_rate: int
     planned: int = 0
     """Samples of every window submitted so far."""
-    sentence_start: int = 0
-    """Samples before the last sentence submitted."""
+    last_window_start: int = 0
+    """Samples before the last window submitted."""
 
     def window_due(self) -> float:
         return self.started + self.planned / self.sample_rate
 
     def encode_due(self) -> float:
-        return self.started + self.sentence_start / self.sample_rate
+        return self.started + self.last_window_start / self.sample_rate
 
 
 async def _pieces(text: str, more_text: AsyncIterator[str] | None) -> AsyncIterator[str]:
