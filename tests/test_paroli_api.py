@@ -273,6 +273,9 @@ async def test_errors_are_failed_messages_and_the_next_request_on_the_socket_pla
             await ws.send_str(bad)
             audio, reply = await paroli_reply(ws)
             assert audio == b"" and reply["status"] == "failed" and says in reply["message"]
+        await ws.send_bytes(b"\x00\x01")  # Paroli ignores binary messages; we say why nothing will play
+        audio, reply = await paroli_reply(ws)
+        assert audio == b"" and reply["status"] == "failed"
         await ws.send_str(json.dumps({"text": "Still here.", "audio_format": "pcm"}))
         audio, reply = await paroli_reply(ws)
     assert reply == FINISHED and len(audio) > SAMPLE_RATE // 2
