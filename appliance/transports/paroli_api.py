@@ -108,7 +108,7 @@ def _speaker_by_name(name: Any, voice: VoiceConfig) -> int:
     return voice.speaker_id_map[name]
 
 
-def prepare(engine: SpeechEngine, raw: Mapping[str, Any], request_id: str) -> PreparedRequest:
+def prepare_paroli(engine: SpeechEngine, raw: Mapping[str, Any], request_id: str) -> PreparedRequest:
     """Checks a Paroli request completely against the default voice; nothing is synthesised yet."""
     parsed = parse_paroli_request(raw, engine.voices[engine.default_voice].config)
     if parsed.ignored_keys:
@@ -130,7 +130,7 @@ async def synthesise(request: web.Request) -> web.StreamResponse:
     config, engine = request.app[CONFIG], request.app[ENGINE]
     try:
         raw = await read_json_object(request, config.server.body_timeout_s)
-        prepared = prepare(engine, raw, request[REQUEST_ID])
+        prepared = prepare_paroli(engine, raw, request[REQUEST_ID])
     except RequestError as e:
         return refusal(400, e.code, e.message)
     try:
@@ -168,7 +168,7 @@ class ParoliSession(WsSession):
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         try:
-            prepared = prepare(self.engine, message, "websocket")
+            prepared = prepare_paroli(self.engine, message, "websocket")
             self._enqueue(Utterance(self._new_id({}), prepared, time.monotonic()))
         except RequestError as e:
             await self.error(e.code, e.message)
