@@ -1,4 +1,5 @@
-"""Typed keys for what the aiohttp application holds: configuration, the speech engine, the status board."""
+"""Typed keys for what the aiohttp application holds: configuration and the speech engine (which owns the
+daemon's health board)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .config import ApplianceConfig
-from .status import StatusBoard
 
 if TYPE_CHECKING:
     from .synthesis.engine import SpeechEngine
 
 CONFIG = web.AppKey("config", ApplianceConfig)
-STATUS = web.AppKey("status", StatusBoard)
 ENGINE: web.AppKey[SpeechEngine] = web.AppKey("engine")

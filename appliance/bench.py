@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from .config import ApplianceConfig
-from .status import StatusBoard
 from .synthesis.engine import SpeechEngine
 from .synthesis.loading import load_engine
 from .synthesis.request import SynthesisRequest
@@ -40,12 +39,11 @@ async def measure(engine: SpeechEngine, text: str, voice: str | None, seed: int)
 
 
 async def run_benchmark(config: ApplianceConfig, voice: str | None, repeat: int) -> dict[str, Any]:
-    status = StatusBoard()
-    engine = await asyncio.to_thread(load_engine, config, status)
+    engine = await asyncio.to_thread(load_engine, config)
     try:
         name = voice or engine.default_voice
         results: dict[str, Any] = {"voice": name, "backend": engine.voices[name].decoder.name,
-                                   "backend_reason": status.get("voices")[name]["reason"],
+                                   "backend_reason": engine.backend_reasons[name],
                                    "inference_threads": engine.inference_threads, "texts": {}}
         for label, text in (("sentence", SENTENCE), ("paragraph", PARAGRAPH), ("long", LONG_TEXT)):
             runs = [await measure(engine, text, voice, seed) for seed in range(repeat)]

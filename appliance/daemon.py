@@ -11,19 +11,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .app_keys import CONFIG, ENGINE, STATUS
+from .app_keys import CONFIG, ENGINE
 from .audio.formats import preload_encoders
 from .config import ApplianceConfig
 from .discovery.context import mdns_context
 from .security.lan import lan_middlewares
 from .service.context import systemd_context
-from .status import StatusBoard
+from .service.loop_lag import loop_lag_context
 from .synthesis.engine import SpeechEngine
 from .synthesis.loading import load_engine
 from .transports.errors import json_errors
 from .transports.http_api import add_http_routes
 from .transports.listener import MAX_BODY_BYTES, AcceptErrorLog, Listener, ListenerLimits
 from .transports.paroli_api import add_paroli_routes
+from .transports.routes import API_ROUTES
 from .transports.websocket_tts import add_websocket_routes
 from .tunnel.lifecycle import tunnel_context
 from .tunnel.remote_listener import remote_listener_context
@@ -33,24 +34,24 @@ log = logging.getLogger(__name__)
 
 def add_routes(app: web.Application) -> None:
     """The API, served the same on the LAN listener and on the tunnel's (token-only) listener."""
-    add_http_routes(app)
-    add_websocket_routes(app)
-    add_paroli_routes(app)
+    add_http_routes(app, API_ROUTES)
+    add_websocket_routes(app, API_ROUTES)
+    add_paroli_routes(app)  # Paroli's own paths, fixed by its clients
 
 
-def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None,
-               status: StatusBoard | None = None) -> web.Application:
-    """`engine`: an engine loaded already (tests share one); by default the app loads its own at start-up."""
+def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None) -> web.Application:
+    """`engine`: an engine loaded already (tests share one); by default the app loads its own at start-up.
+    The services after the engine report their health on the engine's HealthBoard."""
     app = web.Application(middlewares=[*lan_middlewares(config), json_errors], client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
-    app[STATUS] = status or (engine.status if engine else StatusBoard())
     if engine is not None:
         app[ENGINE] = engine
     app.cleanup_ctx.extend([
         engine_context,
+        loop_lag_context,
         remote_listener_context(add_routes, [json_errors]),
         tunnel_context,
-        mdns_context,
+        mdns_context(API_ROUTES),  # advertises the routes `add_routes` serves
         systemd_context,  # last: READY=1 once everything above is up
     ])
     add_routes(app)
@@ -61,7 +62,7 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
     if ENGINE in app:
         yield  # given by the caller, who also closes it
         return
-    engine = await asyncio.to_thread(load_engine, app[CONFIG], app[STATUS])
+    engine = await asyncio.to_thread(load_engine, app[CONFIG])
     await asyncio.to_thread(preload_encoders)
     app[ENGINE] = engine
     try:

@@ -8,7 +8,6 @@ from pathlib import Path
 from .audio.formats import AudioFormat, EncoderSettings
 from .audio.wav import HEADER_BYTES, wav_header
 from .config import ApplianceConfig
-from .status import StatusBoard
 from .synthesis.loading import load_engine
 from .synthesis.output import play
 from .synthesis.request import RequestError, SynthesisRequest
@@ -23,7 +22,7 @@ async def synthesize_to_file(config: ApplianceConfig, text: str, output: Path, v
     audio_format = SUFFIX_FORMATS.get(output.suffix.lower())
     if audio_format is None:
         raise ValueError(f"unknown output type {output.suffix!r}; use one of {sorted(SUFFIX_FORMATS)}")
-    engine = await asyncio.to_thread(load_engine, config, StatusBoard())
+    engine = await asyncio.to_thread(load_engine, config)
     try:
         try:
             request = SynthesisRequest(text=text, voice=voice, speaker=speaker, seed=seed)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from appliance.bench import PARAGRAPH
 from appliance.config import ApplianceConfig, load_config
-from appliance.status import StatusBoard
 from appliance.synthesis.engine import SpeechEngine
 from appliance.synthesis.loading import load_engine
 from appliance.synthesis.request import SynthesisRequest
@@ -36,7 +35,7 @@ async def speak(engine: SpeechEngine, text: str) -> tuple[float, float]:
 
 def measure(config: ApplianceConfig, workers: int, onnx_threads: int, repeat: int) -> dict:
     synthesis = replace(config.synthesis, inference_threads=workers, onnx_threads=onnx_threads)
-    engine = load_engine(replace(config, synthesis=synthesis), StatusBoard())
+    engine = load_engine(replace(config, synthesis=synthesis))
     try:
         runs = [asyncio.run(speak(engine, PARAGRAPH)) for _ in range(repeat)]
     finally:

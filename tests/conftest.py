@@ -10,7 +10,6 @@ from aiohttp import web
 
 from appliance.config import ApplianceConfig, apply_overrides, config_from_dict
 from appliance.daemon import create_app
-from appliance.status import StatusBoard
 from appliance.synthesis.engine import SpeechEngine
 from appliance.synthesis.loading import load_engine
 from appliance.transports.listener import Listener, ListenerLimits
@@ -29,7 +28,7 @@ def state_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def engine(state_folder: Path) -> Iterator[SpeechEngine]:
     """The default voice on the CPU decoder, loaded and warmed once."""
-    engine = load_engine(make_config(state_folder), StatusBoard())
+    engine = load_engine(make_config(state_folder))
     yield engine
     engine.close()
 

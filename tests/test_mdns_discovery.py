@@ -4,6 +4,8 @@ and drop it when it stops. Real zeroconf instances on loopback; a second host in
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -18,23 +20,27 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from appliance import __version__
-from appliance.app_keys import CONFIG, STATUS
 from appliance.config import ApplianceConfig, MdnsConfig, ServerConfig, VoicesConfig
+from appliance.daemon import create_app
 from appliance.discovery import (
     APPLIANCE_SERVICE_TYPE,
     SERVICE_TYPES,
     MdnsAnnouncer,
     MdnsSettings,
     TxtFacts,
-    mdns_context,
     txt_properties,
 )
 from appliance.discovery.addresses import HostAddress, select_addresses
-from appliance.status import StatusBoard
+from appliance.health import MdnsHealth, MdnsState, VoiceHealth
+from appliance.health_board import HealthBoard
+from appliance.synthesis.engine import SpeechEngine
+from appliance.transports import http_api, websocket_tts
+from appliance.transports.routes import API_ROUTES
 
 PORT = 8848
 DEFAULT_VOICE = "en_US-joe-medium"
@@ -43,10 +49,9 @@ EVENT_TIMEOUT_S = 5.0
 
 
 @pytest.fixture
-def board() -> StatusBoard:
-    board = StatusBoard()
-    board.update("voices", **{DEFAULT_VOICE: {"backend": "npu"}, "de_DE-thorsten-low": {"backend": "npu"}})
-    return board
+def board() -> HealthBoard:
+    """Where an announcer reports, for tests that run it outside the daemon."""
+    return HealthBoard()
 
 
 @pytest.fixture
@@ -65,7 +70,36 @@ def config_for(name: str, host: str = "127.0.0.1", port: int = PORT) -> Applianc
 
 def settings_for(name: str, port: int = PORT, node: int = 0xA1B2C3) -> MdnsSettings:
     """Settings as the daemon derives them, for an appliance listening on loopback."""
-    return MdnsSettings.from_config(config_for(name, port=port), hostname="testbox", node=node)
+    return MdnsSettings.from_config(config_for(name, port=port), API_ROUTES, hostname="testbox", node=node)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: ApplianceConfig, engine: SpeechEngine,
+                         listener: socket.socket | None = None) -> AsyncIterator[web.Application]:
+    """The daemon's application, announcing itself; serving on `listener` if given."""
+    app = create_app(config, engine=engine)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        if listener is not None:
+            await web.SockSite(runner, listener).start()
+        yield app
+    finally:
+        await runner.cleanup()
+
+
+async def announced_in(engine: SpeechEngine) -> MdnsHealth:
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
+        while (mdns := engine.health().mdns) is None or mdns.state != MdnsState.ANNOUNCED:
+            await asyncio.sleep(0.05)
+    return mdns
+
+
+async def handler_for(app: web.Application, method: str, path: str) -> object:
+    """What the application's router runs for `method path`."""
+    match = await app.router.resolve(make_mocked_request(method, path, app=app))
+    assert match.http_exception is None, f"{method} {path}: {match.http_exception!r}"
+    return match.handler
 
 
 @dataclass
@@ -118,10 +152,11 @@ async def announced(announcer: MdnsAnnouncer) -> str:
 
 
 async def test_a_client_finds_the_appliance_under_both_types_and_reads_its_txt(
-    browser: Browser, board: StatusBoard, name: str
+    browser: Browser, engine: SpeechEngine, name: str
 ) -> None:
-    async with MdnsAnnouncer(settings_for(name), board) as announcer:
-        assert await announced(announcer) == name
+    async with running_daemon(config_for(name), engine) as app:
+        mdns = await announced_in(engine)
+        assert mdns.name == name and mdns.addresses == ("127.0.0.1",)
         for service_type in SERVICE_TYPES:
             full_name = f"{name}.{service_type}"
             await browser.wait_for(ServiceStateChange.Added, full_name)
@@ -129,58 +164,49 @@ async def test_a_client_finds_the_appliance_under_both_types_and_reads_its_txt(
 
             assert info.port == PORT
             assert info.parsed_addresses() == ["127.0.0.1"]
-            assert info.server == "testbox-speech-a1b2c3.local."
-            assert info.decoded_properties == {
+            assert info.server == mdns.host
+            txt = info.decoded_properties
+            assert {key: txt[key] for key in ("txtvers", "version", "auth", "backend", "nvoices", "voices")} == {
                 "txtvers": "1",
-                "path": "/",
-                "api": "/api/tts",
-                "ws": "/ws/tts",
-                "voicesapi": "/api/voices",
-                "health": "/healthz",
                 "version": __version__,
                 "auth": "none",
-                "backend": "npu",
-                "nvoices": "2",
-                "voices": f"{DEFAULT_VOICE},de_DE-thorsten-low",
+                "backend": "cpu",
+                "nvoices": "1",
+                "voices": DEFAULT_VOICE,
             }
-        assert board.get("mdns")["state"] == "announced"
-        assert board.get("mdns")["name"] == name
-
-
-async def test_a_voice_moving_to_the_cpu_reaches_the_txt_record(
-    browser: Browser, board: StatusBoard, name: str
-) -> None:
-    async with MdnsAnnouncer(settings_for(name), board) as announcer:
-        await announced(announcer)
-        await browser.wait_for(ServiceStateChange.Added, f"{name}.{APPLIANCE_SERVICE_TYPE}")
-
-        board.update("voices", **{"de_DE-thorsten-low": {"backend": "cpu"}, "fr_FR-siwis-low": {"backend": "cpu"}})
-
-        for service_type in SERVICE_TYPES:
-            txt = await browser.txt_when(service_type, f"{name}.{service_type}", lambda t: t["nvoices"] == "3")
-            assert txt["backend"] == "npu,cpu"
-            assert txt["voices"] == f"{DEFAULT_VOICE},de_DE-thorsten-low,fr_FR-siwis-low"
+            # Each advertised path is served by the application's router, by the handler a client expects.
+            assert await handler_for(app, "GET", txt["path"]) is http_api.page
+            assert await handler_for(app, "POST", txt["api"]) is http_api.speak
+            assert await handler_for(app, "GET", txt["api"]) is http_api.speak
+            assert await handler_for(app, "GET", txt["ws"]) is websocket_tts.websocket_tts
+            assert await handler_for(app, "GET", txt["voicesapi"]) is http_api.voices
+            assert await handler_for(app, "GET", txt["health"]) is http_api.health
+    assert engine.health().mdns == MdnsHealth(MdnsState.STOPPED)
 
 
 async def test_a_second_appliance_with_the_same_name_is_renamed_and_both_resolve(
-    browser: Browser, board: StatusBoard, name: str
+    browser: Browser, engine: SpeechEngine, board: HealthBoard, name: str
 ) -> None:
-    other_board = StatusBoard()
-    async with MdnsAnnouncer(settings_for(name, port=PORT, node=1), board) as first:
+    other_board = HealthBoard()
+    async with MdnsAnnouncer(settings_for(name, port=PORT, node=1), engine.health, board.report_mdns) as first:
         assert await announced(first) == name
-        async with MdnsAnnouncer(settings_for(name, port=PORT + 1, node=2), other_board) as second:
+        async with MdnsAnnouncer(
+            settings_for(name, port=PORT + 1, node=2), engine.health, other_board.report_mdns
+        ) as second:
             renamed = await announced(second)
 
             assert renamed == f"{name}-2"
-            assert other_board.get("mdns")["name"] == renamed
+            assert other_board.mdns is not None and other_board.mdns.name == renamed
             assert second.service_names == [f"{renamed}.{t}" for t in SERVICE_TYPES]
             for service_type in SERVICE_TYPES:
                 assert (await browser.resolve(service_type, f"{name}.{service_type}")).port == PORT
                 assert (await browser.resolve(service_type, f"{renamed}.{service_type}")).port == PORT + 1
 
 
-async def test_browsers_drop_the_appliance_as_soon_as_it_stops(browser: Browser, board: StatusBoard, name: str) -> None:
-    announcer = MdnsAnnouncer(settings_for(name), board)
+async def test_browsers_drop_the_appliance_as_soon_as_it_stops(
+    browser: Browser, engine: SpeechEngine, board: HealthBoard, name: str
+) -> None:
+    announcer = MdnsAnnouncer(settings_for(name), engine.health, board.report_mdns)
     await announcer.start()
     try:
         await announced(announcer)
@@ -193,18 +219,13 @@ async def test_browsers_drop_the_appliance_as_soon_as_it_stops(browser: Browser,
     for service_type in SERVICE_TYPES:
         removed_at = await browser.wait_for(ServiceStateChange.Removed, f"{name}.{service_type}", timeout=2.0)
         assert removed_at - stopped_at < 1.5  # goodbyes, not a TTL expiry (minutes)
-    assert board.get("mdns")["state"] == "stopped"
+    assert board.mdns == MdnsHealth(MdnsState.STOPPED)
 
 
-async def test_nothing_is_announced_when_mdns_is_disabled(board: StatusBoard) -> None:
-    app = web.Application()
-    app[CONFIG] = ApplianceConfig(mdns=MdnsConfig(enabled=False))
-    app[STATUS] = board
-    app.cleanup_ctx.append(mdns_context)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await runner.cleanup()
-    assert board.get("mdns") == {"state": "disabled"}
+async def test_nothing_is_announced_when_mdns_is_disabled(engine: SpeechEngine, name: str) -> None:
+    config = dataclasses.replace(config_for(name), mdns=MdnsConfig(enabled=False))
+    async with running_daemon(config, engine):
+        assert engine.health().mdns == MdnsHealth(MdnsState.DISABLED)
 
 
 # A second host: a network namespace joined to ours by a veth pair.
@@ -308,23 +329,11 @@ async def remote_browser(veth: VethLink) -> AsyncIterator[StartBrowser]:
 
 
 async def test_a_second_host_discovers_the_appliance_and_reaches_its_health_endpoint(
-    veth: VethLink, remote_browser: StartBrowser, board: StatusBoard, name: str
+    veth: VethLink, remote_browser: StartBrowser, engine: SpeechEngine, name: str
 ) -> None:
     listener = socket.create_server((veth.root_address, 0))
     port = listener.getsockname()[1]
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "version": __version__})
-
-    app = web.Application()
-    app[CONFIG] = config_for(name, veth.root_address, port)
-    app[STATUS] = board
-    app.router.add_get("/healthz", healthz)
-    app.cleanup_ctx.append(mdns_context)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.SockSite(runner, listener).start()
+    async with running_daemon(config_for(name, veth.root_address, port), engine, listener):
         browser = await remote_browser("--fetch-health")
 
         sighting = await browser.next_sighting()
@@ -334,24 +343,27 @@ async def test_a_second_host_discovers_the_appliance_and_reaches_its_health_endp
         assert sighting["port"] == port
         assert sighting["txt"]["version"] == __version__
         assert sighting["status"] == 200
-        assert json.loads(sighting["body"]) == {"status": "ok", "version": __version__}
-    finally:
-        await runner.cleanup()
+        health = json.loads(sighting["body"])
+        assert health["status"] == "ok" and health["version"] == __version__
+        assert health["voices"][DEFAULT_VOICE]["backend"] == "cpu"
+        # The record the host saw may be the first of the two service types to be registered.
+        mdns = await announced_in(engine)
+        assert mdns.name == name and mdns.addresses == (veth.root_address,)
 
 
 @pytest.mark.slow  # mDNS caches keep what they heard in the last second: the flush takes ~2.5 s
 async def test_a_renumbered_interface_is_announced_with_its_new_address(
-    veth: VethLink, remote_browser: StartBrowser, board: StatusBoard, name: str
+    veth: VethLink, remote_browser: StartBrowser, engine: SpeechEngine, board: HealthBoard, name: str
 ) -> None:
     settings = MdnsSettings(
         instance_name=name,
         host_name="testbox-speech-a1b2c3.local.",
         port=PORT,
-        txt=TxtFacts(version=__version__),
+        txt=TxtFacts(version=__version__, routes=API_ROUTES),
         interfaces=(veth.root_interface,),
         poll_interval_s=0.2,
     )
-    async with MdnsAnnouncer(settings, board) as announcer:
+    async with MdnsAnnouncer(settings, engine.health, board.report_mdns) as announcer:
         await announced(announcer)
         browser = await remote_browser("--until-addresses", veth.spare_address)
         assert (await browser.next_sighting())["addresses"] == [veth.root_address]
@@ -364,21 +376,24 @@ async def test_a_renumbered_interface_is_announced_with_its_new_address(
         async with asyncio.timeout(EVENT_TIMEOUT_S):
             while (await browser.next_sighting())["addresses"] != [veth.spare_address]:
                 pass
-        assert board.get("mdns")["addresses"] == [veth.spare_address]
+        assert board.mdns is not None and board.mdns.addresses == (veth.spare_address,)
 
 
 # What goes into the announcement, without a network.
 
 
-def test_a_long_voice_list_is_cut_at_a_whole_name_with_the_default_voice_first() -> None:
-    voices = {f"xx_XX-voice{i:03d}-medium": {"backend": "cpu"} for i in range(40)}
-    voices[DEFAULT_VOICE] = {"backend": "npu"}
+def voice_on(backend: str, name: str) -> VoiceHealth:
+    return VoiceHealth(name, backend, reason="", decoder=backend, flow=backend)
 
-    txt = txt_properties(TxtFacts(version="1.0", default_voice=DEFAULT_VOICE), voices)
+
+def test_a_long_voice_list_is_cut_at_a_whole_name_with_the_default_voice_first() -> None:
+    voices = [voice_on("cpu", f"xx_XX-voice{i:03d}-medium") for i in range(40)] + [voice_on("npu", DEFAULT_VOICE)]
+
+    txt = txt_properties(TxtFacts(version="1.0", routes=API_ROUTES, default_voice=DEFAULT_VOICE), voices)
 
     listed = txt["voices"].split(",")
     assert listed[0] == DEFAULT_VOICE
-    assert set(listed) <= set(voices)
+    assert set(listed) <= {voice.name for voice in voices}
     assert len(listed) < len(voices)
     assert txt["nvoices"] == "41"
     assert txt["backend"] == "npu,cpu"
@@ -387,13 +402,15 @@ def test_a_long_voice_list_is_cut_at_a_whole_name_with_the_default_voice_first()
 
 def test_the_listener_address_decides_what_is_announced() -> None:
     def chosen(host: str) -> tuple[tuple[str, ...] | None, bool]:
-        settings = MdnsSettings.from_config(ApplianceConfig(server=ServerConfig(host=host)), hostname="rock-5b.lan")
+        settings = MdnsSettings.from_config(ApplianceConfig(server=ServerConfig(host=host)), API_ROUTES,
+                                            hostname="rock-5b.lan")
         return settings.interfaces, settings.ipv6
 
     assert chosen("0.0.0.0") == (None, False)
     assert chosen("::") == (None, True)
     assert chosen("192.168.1.20") == (("192.168.1.20",), False)
-    assert MdnsSettings.from_config(ApplianceConfig(), hostname="rock-5b.lan").instance_name == "rock-5b speech"
+    assert MdnsSettings.from_config(ApplianceConfig(), API_ROUTES, hostname="rock-5b.lan").instance_name == (
+        "rock-5b speech")
 
 
 def test_loopback_and_ipv6_are_announced_only_when_asked_for() -> None:

@@ -21,10 +21,10 @@ from appliance.decoders.npu_rknn import NpuError, NpuStageBackend
 from appliance.decoders.selection import check_bundle, choose_backends
 from appliance.doctor import diagnose
 from appliance.file_digest import file_sha256
+from appliance.health import VoiceHealth
 from appliance.model.onnx_stage import OrtSettings
 from appliance.model.piper_split import SplitVoice, StageGraph
 from appliance.model.split_cache import load_split_voice
-from appliance.status import StatusBoard
 from appliance.synthesis.engine import SpeechEngine
 from appliance.synthesis.loading import load_engine
 from appliance.synthesis.request import SynthesisRequest
@@ -101,7 +101,7 @@ def cpu_reference(files: VoiceFiles, split: SplitVoice) -> Iterator[SpeechEngine
 
     voice = LoadedVoice(files, split, ORT, CpuStageBackend(split.decoder, ORT, DECODER_WINDOW, DECODER_CONTEXT),
                         flow=CpuStageBackend(split.flow, ORT, FLOW_WINDOW, FLOW_CONTEXT))
-    engine = SpeechEngine({files.name: voice}, files.name, SynthesisConfig(), 10_000, StatusBoard())
+    engine = SpeechEngine({files.name: voice}, files.name, SynthesisConfig(), 10_000)
     yield engine
     engine.close()
 
@@ -111,20 +111,26 @@ async def speak(engine: SpeechEngine, text: str = TEXT, seed: int = 99) -> np.nd
     return np.concatenate([chunk.samples async for chunk in engine.stream(prepared)])
 
 
+def voice_health(engine: SpeechEngine, name: str) -> VoiceHealth:
+    """The voice as /healthz and the status line see it."""
+    return next(voice for voice in engine.health().voices if voice.name == name)
+
+
 async def test_a_matching_bundle_runs_flow_and_decoder_on_the_npu(
     npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, cpu_reference: SpeechEngine
 ) -> None:
     write_bundle(npu_config.npu.bundles_folder, files, split, board)
-    status = StatusBoard()
-    engine = load_engine(npu_config, status, rk3588(board))
+    engine = load_engine(npu_config, rk3588(board))
     try:
-        voice_status = status.get("voices")[files.name]
-        assert voice_status["backend"] == "npu"
-        assert "NPU cores 0,1,2" in voice_status["reason"]
+        health = voice_health(engine, files.name)
+        assert health.backend == "npu" and health.flow == "npu"
+        assert "NPU cores 0,1,2" in health.reason
+        assert health.npu_cores_in_service == 3
         audio = await speak(engine)
         assert np.array_equal(audio, await speak(cpu_reference))
         assert board.total_windows() > 0 and not board.errors
-        assert engine.voices[files.name].fallback_counters.npu_failures == 0
+        fallback = voice_health(engine, files.name).fallback
+        assert fallback.npu_failures == 0 and fallback.npu_windows > 0
     finally:
         engine.close()
 
@@ -134,7 +140,7 @@ async def test_windows_of_concurrent_requests_spread_over_the_three_cores(
 ) -> None:
     write_bundle(npu_config.npu.bundles_folder, files, split, board)
     config = replace(npu_config, synthesis=replace(npu_config.synthesis, inference_threads=4))
-    engine = load_engine(config, StatusBoard(), rk3588(board))
+    engine = load_engine(config, rk3588(board))
     try:
         board.windows_by_core.clear()
         await asyncio.gather(*(speak(engine, TEXT, seed) for seed in range(3)))
@@ -211,22 +217,33 @@ def test_closing_the_npu_backends_releases_every_runtime(
     assert board.unreleased_runtimes() == []
 
 
+def test_a_start_up_that_fails_after_the_npu_backends_were_built_releases_them(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    board.fail_after_windows = board.total_windows()  # the voice's first decoder run (measuring it) fails
+    with pytest.raises(RuntimeError, match="injected"):
+        load_engine(npu_config, rk3588(board))
+    assert len(board.initialised_runtimes()) == 6 and board.unreleased_runtimes() == []
+
+
 async def test_an_npu_failure_mid_stream_continues_on_the_cpu_sample_for_sample(
     npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, cpu_reference: SpeechEngine
 ) -> None:
     write_bundle(npu_config.npu.bundles_folder, files, split, board)
-    engine = load_engine(npu_config, StatusBoard(), rk3588(board))
+    engine = load_engine(npu_config, rk3588(board))
     try:
         board.fail_after_windows = board.total_windows() + 4
         audio = await speak(engine)
         assert np.array_equal(audio, await speak(cpu_reference))
-        voice = engine.voices[files.name]
-        counters = voice.fallback_counters
+        health = voice_health(engine, files.name)
+        counters = health.fallback
         assert counters.npu_failures == 1 and counters.requests_fallen_back == 1
         assert counters.npu_windows >= 4 and counters.cpu_fallback_windows > 0
-        npu = voice.describe_backend()["npu"]
-        cores = [core for stage in ("flow", "decoder") for core in npu[stage]["cores"].values()]
-        assert any(not core["in_service"] for core in cores), "the failing core is taken out of service"
+        assert health.npu_flow is not None and health.npu_decoder is not None
+        cores = [*health.npu_flow.cores, *health.npu_decoder.cores]
+        assert any(not core.in_service for core in cores), "the failing core is taken out of service"
+        assert health.npu_cores_in_service < 3
     finally:
         engine.close()
 
@@ -235,7 +252,7 @@ async def test_a_hung_npu_core_is_abandoned_after_the_deadline(
     npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, cpu_reference: SpeechEngine
 ) -> None:
     write_bundle(npu_config.npu.bundles_folder, files, split, board)
-    engine = load_engine(npu_config, StatusBoard(), rk3588(board))
+    engine = load_engine(npu_config, rk3588(board))
     try:
         board.hang_cores = {0, 1, 2}
         started = time.monotonic()
@@ -254,7 +271,7 @@ async def test_a_rested_core_is_tried_again_later(
 ) -> None:
     write_bundle(npu_config.npu.bundles_folder, files, split, board)
     config = replace(npu_config, npu=replace(npu_config.npu, core_retry_s=0.3))
-    engine = load_engine(config, StatusBoard(), rk3588(board))
+    engine = load_engine(config, rk3588(board))
     try:
         board.fail_cores = {0}
         await speak(engine, "One sentence to trip core zero.")

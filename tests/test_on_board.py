@@ -16,7 +16,6 @@ from appliance.decoders.selection import check_bundle
 from appliance.doctor import diagnose
 from appliance.model.onnx_stage import OnnxStage, OrtSettings
 from appliance.model.split_cache import load_split_voice
-from appliance.status import StatusBoard
 from appliance.synthesis.loading import load_engine
 from appliance.synthesis.request import SynthesisRequest
 from appliance.voices.catalog import bundled_default_voice
@@ -53,10 +52,10 @@ def test_the_npu_decoder_matches_onnxruntime_on_the_board(tmp_path: Path) -> Non
 
 def test_the_daemon_decodes_on_the_npu_and_streams_complete_audio(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    status = StatusBoard()
-    engine = load_engine(replace(config, synthesis=replace(config.synthesis, inference_threads=4)), status, PROBE)
+    engine = load_engine(replace(config, synthesis=replace(config.synthesis, inference_threads=4)), PROBE)
     try:
-        assert status.get("voices")["en_US-joe-medium"]["backend"] == "npu"
+        voice = next(v for v in engine.health().voices if v.name == "en_US-joe-medium")
+        assert voice.backend == "npu" and voice.npu_cores_in_service == len(PROBE.cores)
 
         async def speak() -> np.ndarray:
             prepared = engine.prepare(SynthesisRequest(text="The board speaks with its NPU.", seed=1))

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from appliance.daemon import add_routes, create_app
-from appliance.status import StatusBoard
 from appliance.synthesis.admission import Admission
 from appliance.synthesis.engine import SpeechEngine
 from appliance.synthesis.loading import load_engine
@@ -47,7 +46,7 @@ def voices_engine(small_voices_folder: Path, state_folder: Path) -> Iterator[Spe
     """joe and the small test voices; the default (the voice Paroli's routes speak) is the three-speaker one."""
     config = make_config(state_folder, **{"voices.folder": str(small_voices_folder),
                                           "voices.default": MULTI_SPEAKER_VOICE})
-    engine = load_engine(config, StatusBoard())
+    engine = load_engine(config)
     yield engine
     engine.close()
 

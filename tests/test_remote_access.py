@@ -3,13 +3,10 @@ streamed audio with it, over HTTP and WebSocket, through the reverse tunnel."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import aiohttp
 
-from appliance.app_keys import STATUS
-from appliance.config import MdnsConfig
 from appliance.daemon import create_app
+from appliance.health import TunnelState
 from appliance.security.token import ensure_token
 from appliance.synthesis.engine import SpeechEngine
 from tests.conftest import start_app
@@ -22,12 +19,12 @@ __all__ = ["hub_setup"]  # the fixture, used by name below
 async def test_a_remote_client_needs_the_token_and_then_gets_real_audio(
     hub_setup: HubSetup, engine: SpeechEngine
 ) -> None:
-    config = dataclasses.replace(hub_setup.config, mdns=MdnsConfig(enabled=False))
+    config = hub_setup.config
     token = ensure_token(config.service.state_folder)
     app = create_app(config, engine=engine)
     listener, _ = await start_app(app)
     try:
-        await eventually(lambda: tunnel_state(app[STATUS]) == "up", "the tunnel is up")
+        await eventually(lambda: tunnel_state(engine) == TunnelState.UP, "the tunnel is up")
         async with aiohttp.ClientSession() as http:
             body = {"text": "Hello from the other side of the tunnel.", "format": "opus"}
             async with http.post(through_hub(hub_setup, "/api/tts"), json=body) as response:

@@ -27,13 +27,22 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from appliance.app_keys import CONFIG, ENGINE, STATUS
-from appliance.config import ApplianceConfig, ServiceConfig
-from appliance.service import SystemdNotifier, log_handler, probe_executor, systemd_context
+from appliance.config import ApplianceConfig
+from appliance.daemon import create_app
+from appliance.health import WatchdogHealth
+from appliance.model.split_cache import load_split_voice
+from appliance.service import SystemdNotifier, log_handler, probe_executor
 from appliance.service.journal import PriorityPrefixFormatter
 from appliance.service.notify import NullTransport, SocketTransport, libsystemd_notify
-from appliance.service.status_line import format_status
-from appliance.status import StatusBoard
+from appliance.service.status_line import MAX_REASON_CHARS, format_status
+from appliance.synthesis.engine import AudioChunk, SpeechEngine
+from appliance.synthesis.loading import load_engine
+from appliance.synthesis.request import SynthesisRequest
+from appliance.voices.catalog import bundled_default_voice
+from tests.conftest import make_config
+from tests.fake_rknnlite import FakeBoard
+from tests.sshd import free_port
+from tests.test_npu_backend import rk3588, speak, write_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "appliance.service"
@@ -114,12 +123,12 @@ def systemd(
     listener.stop()
 
 
-# --- the daemon, reduced to what systemd_context needs ---
+# --- the daemon: the real application around the session's engine ---
 
 
 @dataclass
-class FakeEngine:
-    """Our own WorkerProbe interface; its answer is switched by the test."""
+class WorkerProbeDouble:
+    """Answers the watchdog's worker probe in place of the engine's workers; switched by the test."""
 
     mode: str = "healthy"  # or "hang" or "false"
     probes: int = 0
@@ -131,30 +140,20 @@ class FakeEngine:
         return self.mode == "healthy"
 
 
-@dataclass
-class ThreadPoolEngine:
-    """Workers as the real engine has them: a thread pool, probed with the shipped `probe_executor`."""
-
-    executor: ThreadPoolExecutor
-
-    async def probe_workers(self, timeout_s: float) -> bool:
-        return await probe_executor(self.executor, timeout_s)
+@pytest.fixture
+def worker_probe(engine: SpeechEngine, monkeypatch: pytest.MonkeyPatch) -> WorkerProbeDouble:
+    double = WorkerProbeDouble()
+    monkeypatch.setattr(engine, "probe_workers", double.probe_workers)
+    return double
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(
-    engine: Any, board: StatusBoard | None = None, watchdog: bool = True
-) -> AsyncIterator[StatusBoard]:
-    board = board or StatusBoard()
-    app = web.Application()
-    app[CONFIG] = ApplianceConfig(service=ServiceConfig(watchdog=watchdog))
-    app[STATUS] = board
-    app[ENGINE] = engine
-    app.cleanup_ctx.append(systemd_context)
-    runner = web.AppRunner(app)
+async def running_daemon(engine: SpeechEngine, config: ApplianceConfig) -> AsyncIterator[None]:
+    """The daemon's application, started and stopped as `appliance serve` does (without the LAN listener)."""
+    runner = web.AppRunner(create_app(config, engine=engine))
     await runner.setup()  # runs the cleanup contexts' start-up halves
     try:
-        yield board
+        yield
     finally:
         await runner.cleanup()
 
@@ -163,63 +162,97 @@ def pings_between(systemd: NotifyListener, start: float, end: float) -> int:
     return sum(1 for t in systemd.times("WATCHDOG=1") if start <= t <= end)
 
 
+def last_status(systemd: NotifyListener) -> str:
+    sent = systemd.messages("STATUS=")
+    return sent[-1].removeprefix("STATUS=") if sent else ""
+
+
+def streams(engine: SpeechEngine, count: int) -> list[AsyncIterator[AudioChunk]]:
+    return [engine.stream(engine.prepare(SynthesisRequest(text="A stream under way.", seed=n))) for n in range(count)]
+
+
 # --- readiness and status ---
 
 
-async def test_ready_is_sent_when_the_daemon_starts_and_stopping_when_it_stops(systemd: NotifyListener) -> None:
-    board = StatusBoard()
-    board.update("voices", **{"en_US-joe-medium": {"backend": "npu", "reason": "", "cores": 3}})
-    async with running_daemon(FakeEngine(), board):
+async def test_ready_is_sent_when_the_daemon_starts_and_stopping_when_it_stops(
+    systemd: NotifyListener, engine: SpeechEngine, state_folder: Path
+) -> None:
+    async with running_daemon(engine, make_config(state_folder)):
         await systemd.wait_for(lambda: "READY=1" in systemd.messages())
         assert "STOPPING=1" not in systemd.messages()
     await systemd.wait_for(lambda: "STOPPING=1" in systemd.messages())
     messages = systemd.messages()
     # The state so far is shown before the daemon says it is ready.
-    assert messages.index("STATUS=voices: en_US-joe-medium=npu(3 cores)") < messages.index("READY=1")
+    (first_status,) = [m for m in messages[: messages.index("READY=1")] if m.startswith("STATUS=")]
+    assert re.fullmatch(r"STATUS=voices: en_US-joe-medium=cpu\(.+\); tunnel: disabled; clients: 0", first_status)
     assert not systemd.messages("WATCHDOG=1")  # WATCHDOG_USEC unset: systemd expects no pings
 
 
-async def test_the_status_line_follows_the_board(systemd: NotifyListener) -> None:
-    async with running_daemon(FakeEngine()) as board:
-        board.update("voices", **{"en_US-joe-medium": {"backend": "npu", "reason": "", "cores": 3}})
-        board.update("tunnel", state="up")
-        board.update("clients", active=2)
-        expected = "STATUS=voices: en_US-joe-medium=npu(3 cores); tunnel: up; clients: 2"
-        await systemd.wait_for(lambda: expected in systemd.messages())
-        board.update("tunnel", state="backoff")
-        await systemd.wait_for(lambda: systemd.messages("STATUS=")[-1].endswith("tunnel: backoff; clients: 2"))
+async def test_a_cpu_voice_shows_why_shortened(engine: SpeechEngine) -> None:
+    (voice,) = engine.health().voices
+    assert voice.backend == "cpu" and len(voice.reason) > MAX_REASON_CHARS  # "no usable NPU: not a supported …"
+    shortened = voice.reason[: MAX_REASON_CHARS - 1] + "…"
+    assert format_status(engine.health()).startswith(f"voices: en_US-joe-medium=cpu({shortened}); ")
+
+
+async def test_the_status_line_shows_the_npu_cores_in_service(
+    systemd: NotifyListener, state_folder: Path, tmp_path: Path
+) -> None:
+    files = bundled_default_voice()
+    board = FakeBoard()
+    config = make_config(state_folder, **{"npu.bundles_folder": str(tmp_path / "bundles"), "npu.core_retry_s": 60})
+    write_bundle(config.npu.bundles_folder, files, load_split_voice(files.onnx_path, state_folder / "split-cache"),
+                 board)
+    engine = await asyncio.to_thread(load_engine, config, rk3588(board))
+    try:
+        async with running_daemon(engine, config):
+            await systemd.wait_for(lambda: "READY=1" in systemd.messages())
+            assert last_status(systemd) == "voices: en_US-joe-medium=npu(3 cores); tunnel: disabled; clients: 0"
+            board.fail_cores = {0}
+            await speak(engine)  # core 0 fails its window and rests; the CPU finishes the request
+            await systemd.wait_for(
+                lambda: last_status(systemd) == "voices: en_US-joe-medium=npu(2 cores); tunnel: disabled; clients: 0")
+    finally:
+        board.release_hangs.set()
+        await asyncio.to_thread(engine.close)
+
+
+async def test_the_status_line_follows_the_streams_and_the_tunnel(
+    systemd: NotifyListener, engine: SpeechEngine, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "hub_known_hosts"  # not there yet: the tunnel refuses to start
+    config = make_config(tmp_path / "state", **{
+        "tunnel.enabled": True, "tunnel.hub_host": "127.0.0.1", "tunnel.hub_port": free_port(),
+        "tunnel.remote_port": free_port(), "tunnel.listener_port": free_port(),
+        "tunnel.hub_known_hosts": str(known_hosts), "tunnel.max_backoff_s": 0.3,
+    })  # fmt: skip
+    async with running_daemon(engine, config):
+        await systemd.wait_for(lambda: last_status(systemd).endswith("; tunnel: refused; clients: 0"))
+        (one,) = streams(engine, 1)
+        await anext(one)
+        await systemd.wait_for(lambda: last_status(systemd).endswith("; tunnel: refused; clients: 1"))
+        # A pinned key: ssh now tries the hub, which is not there.
+        known_hosts.write_text(f"[127.0.0.1]:{config.tunnel.hub_port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI\n")
+        await systemd.wait_for(lambda: re.search(r"; tunnel: (backoff|connecting); clients: 1$", last_status(systemd)))
+        await one.aclose()
+        await systemd.wait_for(lambda: re.search(r"; tunnel: (backoff|connecting); clients: 0$", last_status(systemd)))
 
 
 async def test_a_burst_of_changes_is_sent_as_a_few_status_lines_ending_with_the_last(
-    systemd: NotifyListener,
+    systemd: NotifyListener, engine: SpeechEngine, state_folder: Path
 ) -> None:
-    async with running_daemon(FakeEngine()) as board:
+    async with running_daemon(engine, make_config(state_folder)):
         await systemd.wait_for(lambda: "READY=1" in systemd.messages())
         before = len(systemd.messages("STATUS="))
-        for n in range(50):
-            board.update("clients", active=n)
-        await systemd.wait_for(lambda: systemd.messages("STATUS=")[-1] == "STATUS=clients: 49")
-        assert len(systemd.messages("STATUS=")) - before <= 3  # at most 1/s, coalesced
-
-
-def test_the_status_line_names_each_voice_backend_the_tunnel_and_the_clients() -> None:
-    assert format_status({}) == "starting"
-    snapshot = {
-        "voices": {
-            "en_US-joe-medium": {"backend": "npu", "reason": "", "cores": 1},
-            "de_DE-thorsten-low": {"backend": "cpu", "reason": "no converted bundle for this voice on the board"},
-        },
-        "tunnel": {"state": "connecting", "attempt": 3},
-        "clients": {"active": 0},
-        "mdns": {"announced": True},
-        "watchdog": {"healthy": True, "reason": ""},
-    }
-    assert format_status(snapshot) == (
-        "voices: en_US-joe-medium=npu(1 core), de_DE-thorsten-low=cpu(no converted bundle for this voice "
-        "on t…); tunnel: connecting; clients: 0"
-    )
-    snapshot["watchdog"] = {"healthy": False, "reason": "inference workers not answering"}
-    assert format_status(snapshot).endswith("; watchdog: not pinging (inference workers not answering)")
+        burst = streams(engine, 20)
+        await asyncio.gather(*(anext(stream) for stream in burst))  # 20 changes at once
+        for stream in burst:  # and 20 more
+            await stream.aclose()
+        await systemd.wait_for(lambda: last_status(systemd).endswith("; clients: 0"))
+        await asyncio.sleep(1.2)  # a line still due would come by now
+    sent = [t for t, m in systemd.received if m.startswith("STATUS=")][before - 1:]
+    assert len(sent) - 1 <= 3, systemd.messages("STATUS=")  # coalesced
+    assert all(b - a > 0.8 for a, b in itertools.pairwise(sent))  # at most one a second
 
 
 def test_a_status_text_with_a_newline_stays_one_status_line(systemd: NotifyListener) -> None:
@@ -237,11 +270,11 @@ def test_a_status_text_with_a_newline_stays_one_status_line(systemd: NotifyListe
 
 
 async def test_watchdog_pings_come_at_about_half_the_interval(
-    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, engine: SpeechEngine, state_folder: Path
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    async with running_daemon(FakeEngine()):
+    async with running_daemon(engine, make_config(state_folder)):
         start = time.monotonic()
         await asyncio.sleep(2.0)
         end = time.monotonic()
@@ -255,32 +288,38 @@ async def test_watchdog_pings_come_at_about_half_the_interval(
 
 @pytest.mark.parametrize("mode", ["hang", "false"])
 async def test_a_stuck_worker_stops_the_pings_and_a_recovered_one_resumes_them(
-    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, mode: str
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, mode: str, engine: SpeechEngine,
+    worker_probe: WorkerProbeDouble, state_folder: Path,
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
-    engine = FakeEngine()
-    async with running_daemon(engine) as board:
+    async with running_daemon(engine, make_config(state_folder)):
         await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
-        engine.mode = mode
+        assert engine.health().watchdog == WatchdogHealth(True)
+        worker_probe.mode = mode
         await asyncio.sleep(0.5)  # a ping already under way may still land
         start = time.monotonic()
         await asyncio.sleep(1.0)
         assert pings_between(systemd, start, time.monotonic()) == 0
-        assert board.get("watchdog") == {"healthy": False, "reason": "inference workers not answering"}
-        await systemd.wait_for(lambda: systemd.messages("STATUS=")[-1].startswith("STATUS=watchdog: not pinging"))
-        engine.mode = "healthy"
+        assert engine.health().watchdog == WatchdogHealth(False, "inference workers not answering")
+        trouble = "; clients: 0; watchdog: not pinging (inference workers not answering)"
+        await systemd.wait_for(lambda: last_status(systemd).endswith(trouble))
+        worker_probe.mode = "healthy"
         recovered = time.monotonic()
         await systemd.wait_for(lambda: pings_between(systemd, recovered, time.monotonic()) >= 2)
+    assert engine.health().watchdog is None  # the daemon stopped: nothing pings
 
 
 async def test_a_wedged_inference_thread_stops_the_pings(
-    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, engine: SpeechEngine, state_folder: Path
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
     executor = ThreadPoolExecutor(max_workers=1)
+    # Workers as the engine has them, a thread pool probed with the shipped `probe_executor`, but one the
+    # test can wedge.
+    monkeypatch.setattr(engine, "probe_workers", lambda timeout_s: probe_executor(executor, timeout_s))
     release = threading.Event()
     try:
-        async with running_daemon(ThreadPoolEngine(executor)):
+        async with running_daemon(engine, make_config(state_folder)):
             await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
             executor.submit(release.wait)  # the only worker is now stuck
             await asyncio.sleep(0.5)
@@ -296,10 +335,11 @@ async def test_a_wedged_inference_thread_stops_the_pings(
 
 
 async def test_a_blocked_event_loop_sends_no_pings_while_blocked(
-    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, engine: SpeechEngine, worker_probe: WorkerProbeDouble,
+    state_folder: Path,
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
-    async with running_daemon(FakeEngine()):
+    async with running_daemon(engine, make_config(state_folder)):
         await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
         start = time.monotonic()
         time.sleep(1.2)  # blocks the event loop, as a synchronous call in a handler would
@@ -310,24 +350,26 @@ async def test_a_blocked_event_loop_sends_no_pings_while_blocked(
 
 
 async def test_a_watchdog_meant_for_another_process_is_not_pinged(
-    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, engine: SpeechEngine, worker_probe: WorkerProbeDouble,
+    state_folder: Path,
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
-    async with running_daemon(FakeEngine()):
+    async with running_daemon(engine, make_config(state_folder)):
         await systemd.wait_for(lambda: "READY=1" in systemd.messages())
         await asyncio.sleep(0.6)
     assert not systemd.messages("WATCHDOG=1")
 
 
 async def test_with_health_checks_off_the_unit_is_still_pinged(
-    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, engine: SpeechEngine, worker_probe: WorkerProbeDouble,
+    state_folder: Path,
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
-    engine = FakeEngine(mode="false")
-    async with running_daemon(engine, watchdog=False):
+    worker_probe.mode = "false"
+    async with running_daemon(engine, make_config(state_folder, **{"service.watchdog": False})):
         await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
-    assert engine.probes == 0
+    assert worker_probe.probes == 0
 
 
 # --- the notify protocol itself ---

@@ -17,69 +17,45 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from appliance.app_keys import CONFIG, ENGINE, STATUS
-from appliance.config import ApplianceConfig, ServerConfig, ServiceConfig, TunnelConfig
+from appliance.config import ApplianceConfig, MdnsConfig, ServerConfig, ServiceConfig, TunnelConfig
+from appliance.daemon import create_app
+from appliance.health import TunnelHealth, TunnelState
 from appliance.security.bearer_auth import bearer_auth_middleware
 from appliance.security.commands import print_hub_key, print_rotated_token, print_token
 from appliance.security.device_key import authorized_keys_line, ensure_device_key
 from appliance.security.identity_files import IdentityFiles
 from appliance.security.lan import lan_middlewares
 from appliance.security.token import ensure_token, read_token
-from appliance.status import StatusBoard
-from appliance.tunnel import remote_listener_context, tunnel_context
+from appliance.synthesis.engine import SpeechEngine
 from appliance.tunnel.backoff import Backoff
 from appliance.tunnel.ssh_command import TunnelTarget, ssh_options, tunnel_command
+from tests.conftest import start_app
 from tests.sshd import LoopbackHub, free_port, generate_key, port_open, sshd_unavailable_reason
 
 needs_sshd = pytest.mark.skipif(sshd_unavailable_reason() is not None, reason=sshd_unavailable_reason() or "")
 
-AUDIO = b"OggS" + bytes(range(256)) * 16
 WAIT_S = 10.0
 
 
-# --- the appliance side: fake routes standing in for the lead's transports ----------------------------
-
-
-def fake_routes(app: web.Application) -> None:
-    async def tts(request: web.Request) -> web.Response:
-        return web.Response(body=AUDIO, content_type="audio/ogg")
-
-    async def healthz(request: web.Request) -> web.Response:
-        # Reads the shared status board: proves the remote app got the LAN app's keys.
-        return web.json_response({"tunnel": request.app[STATUS].get("tunnel").get("state"), "ok": True})
-
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse()
-        await socket.prepare(request)
-        async for message in socket:
-            await socket.send_str(f"echo {message.data}")
-        return socket
-
-    app.router.add_post("/api/tts", tts)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/ws", ws)
+# --- the appliance side: the daemon's application around the session's engine -------------------------
 
 
 def appliance_config(state_folder: Path, **tunnel: Any) -> ApplianceConfig:
     return ApplianceConfig(
         tunnel=TunnelConfig(**{"listener_port": free_port(), "max_backoff_s": 0.5, **tunnel}),
         service=ServiceConfig(state_folder=state_folder),
+        mdns=MdnsConfig(enabled=False),
     )
 
 
 @contextlib.asynccontextmanager
-async def running_appliance(config: ApplianceConfig) -> AsyncIterator[StatusBoard]:
-    app = web.Application()
-    app[CONFIG] = config
-    app[STATUS] = StatusBoard()
-    app[ENGINE] = object()  # type: ignore[assignment]  # shared, never used by the fake routes
-    fake_routes(app)
-    app.cleanup_ctx.append(remote_listener_context(fake_routes))
-    app.cleanup_ctx.append(tunnel_context)
-    runner = web.AppRunner(app)
+async def running_appliance(config: ApplianceConfig, engine: SpeechEngine) -> AsyncIterator[None]:
+    """The daemon's application started as `appliance serve` starts it, without its LAN listener: the tunnel
+    and the remote listener it forwards to run."""
+    runner = web.AppRunner(create_app(config, engine=engine))
     await runner.setup()
     try:
-        yield app[STATUS]
+        yield
     finally:
         await runner.cleanup()
 
@@ -94,8 +70,14 @@ async def eventually(check: Callable[[], bool], what: str, timeout_s: float = WA
     return time.monotonic() - started
 
 
-def tunnel_state(status: StatusBoard) -> str | None:
-    return status.get("tunnel").get("state")
+def tunnel_health(engine: SpeechEngine) -> TunnelHealth:
+    tunnel = engine.health().tunnel
+    assert tunnel is not None, "the tunnel's lifecycle reports at start-up"
+    return tunnel
+
+
+def tunnel_state(engine: SpeechEngine) -> TunnelState:
+    return tunnel_health(engine).state
 
 
 # --- the hub side ---------------------------------------------------------------------------------------
@@ -152,13 +134,13 @@ def bearer(token: str) -> dict[str, str]:
 
 @needs_sshd
 async def test_requests_through_the_hub_need_the_token_which_is_never_logged(
-    hub_setup: HubSetup, caplog: pytest.LogCaptureFixture
+    hub_setup: HubSetup, engine: SpeechEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     token = ensure_token(hub_setup.config.service.state_folder)
-    async with running_appliance(hub_setup.config) as status, aiohttp.ClientSession() as http:
-        await eventually(lambda: tunnel_state(status) == "up", "the tunnel is up")
-        assert status.get("tunnel")["reconnects"] == 0
+    async with running_appliance(hub_setup.config, engine), aiohttp.ClientSession() as http:
+        await eventually(lambda: tunnel_state(engine) == TunnelState.UP, "the tunnel is up")
+        assert tunnel_health(engine).reconnects == 0
 
         async with http.post(through_hub(hub_setup, "/api/tts"), json={"text": "hi"}) as response:
             assert response.status == 401
@@ -172,18 +154,20 @@ async def test_requests_through_the_hub_need_the_token_which_is_never_logged(
         async with http.get(through_hub(hub_setup, "/healthz"), headers={"Authorization": token}) as response:
             assert response.status == 401  # no scheme
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await http.ws_connect(through_hub(hub_setup, "/ws"))
+            await http.ws_connect(through_hub(hub_setup, "/ws/tts"))
         assert refused.value.status == 401
 
-        async with http.post(through_hub(hub_setup, "/api/tts"), headers=bearer(token), json={}) as response:
+        body = {"text": "hi", "format": "opus"}
+        async with http.post(through_hub(hub_setup, "/api/tts"), headers=bearer(token), json=body) as response:
             assert response.status == 200
             assert response.content_type == "audio/ogg"
-            assert await response.read() == AUDIO
+            assert (await response.read())[:4] == b"OggS"
         async with http.get(through_hub(hub_setup, "/healthz"), headers=bearer(token)) as response:
-            assert await response.json() == {"tunnel": "up", "ok": True}
-        async with http.ws_connect(through_hub(hub_setup, "/ws"), headers=bearer(token)) as socket:
-            await socket.send_str("hello")
-            assert (await socket.receive_str()) == "echo hello"
+            # The remote application shares the LAN one's engine, and so its health.
+            assert (await response.json())["tunnel"]["state"] == "up"
+        async with http.ws_connect(through_hub(hub_setup, "/ws/tts"), headers=bearer(token)) as socket:
+            await socket.send_json({"type": "speak", "text": "hi", "format": "pcm"})
+            assert (await socket.receive_json(timeout=30))["type"] == "start"
 
     messages = [record.getMessage() for record in caplog.records]
     assert any("GET /healthz" in m for m in messages), "the access log is captured too"
@@ -193,51 +177,57 @@ async def test_requests_through_the_hub_need_the_token_which_is_never_logged(
 
 
 @needs_sshd
-async def test_tunnel_comes_back_within_seconds_after_the_hub_restarts(hub_setup: HubSetup) -> None:
+async def test_tunnel_comes_back_within_seconds_after_the_hub_restarts(
+    hub_setup: HubSetup, engine: SpeechEngine
+) -> None:
     token = ensure_token(hub_setup.config.service.state_folder)
-    async with running_appliance(hub_setup.config) as status, aiohttp.ClientSession() as http:
-        await eventually(lambda: tunnel_state(status) == "up", "the tunnel is up")
+    async with running_appliance(hub_setup.config, engine), aiohttp.ClientSession() as http:
+        await eventually(lambda: tunnel_state(engine) == TunnelState.UP, "the tunnel is up")
 
         await asyncio.to_thread(hub_setup.hub.stop)
-        await eventually(lambda: tunnel_state(status) != "up", "the tunnel noticed the hub is gone")
+        await eventually(lambda: tunnel_state(engine) != TunnelState.UP, "the tunnel noticed the hub is gone")
         assert not port_open(hub_setup.remote_port)
         await asyncio.sleep(1.0)  # a few failed attempts while the hub is down
-        assert tunnel_state(status) in {"backoff", "connecting"}
-        assert status.get("tunnel")["last_error"]
+        assert tunnel_state(engine) in {TunnelState.BACKOFF, TunnelState.CONNECTING}
+        assert tunnel_health(engine).last_error
 
         await asyncio.to_thread(hub_setup.hub.start)
-        took = await eventually(lambda: tunnel_state(status) == "up", "the tunnel is back", timeout_s=10.0)
+        took = await eventually(lambda: tunnel_state(engine) == TunnelState.UP, "the tunnel is back", timeout_s=10.0)
         async with http.get(through_hub(hub_setup, "/healthz"), headers=bearer(token)) as response:
             assert response.status == 200
         assert took < 10.0
-        assert status.get("tunnel")["reconnects"] >= 1
+        assert tunnel_health(engine).reconnects >= 1
+    assert tunnel_state(engine) == TunnelState.STOPPED
 
 
 @needs_sshd
-async def test_a_hub_with_another_host_key_is_refused_and_not_trusted(hub_setup: HubSetup, tmp_path: Path) -> None:
+async def test_a_hub_with_another_host_key_is_refused_and_not_trusted(
+    hub_setup: HubSetup, engine: SpeechEngine, tmp_path: Path
+) -> None:
     impostor = generate_key(tmp_path / "impostor_key")
     pinned = f"[127.0.0.1]:{hub_setup.hub.port} {impostor}\n"
     hub_setup.known_hosts.write_text(pinned)
-    async with running_appliance(hub_setup.config) as status:
-        await eventually(lambda: tunnel_state(status) == "refused", "the tunnel refuses the hub")
-        tunnel = status.get("tunnel")
-        assert tunnel["reason"] == "host_key"
-        assert "host key" in tunnel["last_error"]
+    async with running_appliance(hub_setup.config, engine):
+        await eventually(lambda: tunnel_state(engine) == TunnelState.REFUSED, "the tunnel refuses the hub")
+        tunnel = tunnel_health(engine)
+        assert tunnel.reason == "host_key"
+        assert tunnel.last_error and "host key" in tunnel.last_error
         await asyncio.sleep(0.5)
-        assert tunnel_state(status) == "refused"
+        assert tunnel_state(engine) == TunnelState.REFUSED
         assert not port_open(hub_setup.remote_port)
     assert hub_setup.known_hosts.read_text() == pinned  # nothing was added or updated
     assert "Accepted publickey" not in hub_setup.hub.log.read_text()
 
 
 @needs_sshd
-async def test_without_a_pinned_host_key_the_tunnel_does_not_start(hub_setup: HubSetup) -> None:
+async def test_without_a_pinned_host_key_the_tunnel_does_not_start(hub_setup: HubSetup, engine: SpeechEngine) -> None:
     hub_setup.known_hosts.unlink()
-    async with running_appliance(hub_setup.config) as status:
-        await eventually(lambda: tunnel_state(status) == "refused", "the tunnel refuses to start")
-        tunnel = status.get("tunnel")
-        assert tunnel["reason"] == "known_hosts"
-        assert "missing" in tunnel["last_error"] and str(hub_setup.known_hosts) in tunnel["last_error"]
+    async with running_appliance(hub_setup.config, engine):
+        await eventually(lambda: tunnel_state(engine) == TunnelState.REFUSED, "the tunnel refuses to start")
+        tunnel = tunnel_health(engine)
+        assert tunnel.reason == "known_hosts"
+        assert tunnel.last_error and "missing" in tunnel.last_error
+        assert str(hub_setup.known_hosts) in tunnel.last_error
         await asyncio.sleep(0.3)
     hub_log = hub_setup.hub.log.read_text()  # only the fixture's port probe, which never reaches key exchange
     assert "preauth" not in hub_log and "publickey" not in hub_log
@@ -312,21 +302,15 @@ def test_hub_key_line_allows_only_the_devices_forward() -> None:
         authorized_keys_line("ssh-ed25519 AAAAC3Nza appliance@board", 0)
 
 
-async def test_lan_listener_asks_for_the_token_only_when_configured(tmp_path: Path) -> None:
+async def test_lan_listener_asks_for_the_token_only_when_configured(tmp_path: Path, engine: SpeechEngine) -> None:
     config = appliance_config(tmp_path / "state")
     assert lan_middlewares(config) == []
     strict = dataclasses.replace(config, server=ServerConfig(lan_token_required=True))
-    app = web.Application(middlewares=lan_middlewares(strict))
-    fake_routes(app)
-    app[STATUS] = StatusBoard()
     token = ensure_token(config.service.state_folder)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    listener, base_url = await start_app(create_app(strict, engine=engine))
     try:
         async with aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{port}/healthz"
+            url = f"{base_url}/healthz"
             async with http.get(url) as response:
                 assert response.status == 401
             async with http.get(url, headers={"Authorization": f"bearer {token}"}) as response:
@@ -334,7 +318,7 @@ async def test_lan_listener_asks_for_the_token_only_when_configured(tmp_path: Pa
             async with http.get(url, headers={"Authorization": f"Basic {token}"}) as response:
                 assert response.status == 401
     finally:
-        await runner.cleanup()
+        await listener.stop()
 
 
 def test_an_empty_token_is_a_mistake_not_an_open_door() -> None:
@@ -342,10 +326,10 @@ def test_an_empty_token_is_a_mistake_not_an_open_door() -> None:
         bearer_auth_middleware("")
 
 
-async def test_a_disabled_tunnel_says_so_and_opens_no_listener(tmp_path: Path) -> None:
+async def test_a_disabled_tunnel_says_so_and_opens_no_listener(tmp_path: Path, engine: SpeechEngine) -> None:
     config = appliance_config(tmp_path / "state")
-    async with running_appliance(config) as status:
-        assert status.get("tunnel") == {"state": "disabled", "reason": None, "last_error": None, "reconnects": 0}
+    async with running_appliance(config, engine):
+        assert tunnel_health(engine) == TunnelHealth(TunnelState.DISABLED)
         assert not port_open(config.tunnel.listener_port)
     assert not (tmp_path / "state").exists()
 

@@ -14,7 +14,6 @@ import pytest
 from appliance.config import ApplianceConfig, ServiceConfig, VoicesConfig
 from appliance.decoders.cpu_onnx import CpuStageBackend
 from appliance.model.onnx_stage import OrtSettings
-from appliance.status import StatusBoard
 from appliance.synthesis.engine import SpeechEngine
 from appliance.synthesis.loading import load_engine
 from appliance.synthesis.request import RequestError, SynthesisRequest
@@ -37,7 +36,7 @@ def engine(small_voices_folder: Path, tmp_path_factory: pytest.TempPathFactory) 
         voices=VoicesConfig(folder=small_voices_folder),
         service=ServiceConfig(state_folder=tmp_path_factory.mktemp("state"), watchdog=False),
     )
-    engine = load_engine(config, StatusBoard())
+    engine = load_engine(config)
     yield engine
     engine.close()
 

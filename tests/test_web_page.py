@@ -24,7 +24,6 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from appliance.config import config_from_dict
 from appliance.daemon import create_app
-from appliance.status import StatusBoard
 from appliance.synthesis.engine import SpeechEngine
 from appliance.synthesis.loading import load_engine
 
@@ -67,7 +66,7 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAppli
     """The daemon's app on 127.0.0.1, served from its own thread and event loop (selenium is synchronous)."""
     state = tmp_path_factory.mktemp("state")
     config = config_from_dict({"mdns": {"enabled": False}, "service": {"state_folder": str(state)}})
-    engine = load_engine(config, StatusBoard())
+    engine = load_engine(config)
     app = create_app(config, engine=engine)
 
     async def start() -> web.AppRunner:

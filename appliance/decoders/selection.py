@@ -30,6 +30,13 @@ class BackendChoice:
     backend: str
     reason: str
 
+    def close(self) -> None:
+        """Releases the NPU runtimes (the CPU backends hold nothing to release)."""
+        for stage in (self.decoder, self.flow):
+            close = getattr(stage, "close", None)
+            if close is not None:
+                close()
+
 
 @dataclass(frozen=True)
 class BundleCheck:

@@ -1,17 +1,15 @@
 """mDNS/DNS-SD discovery: the appliance announces itself so LAN clients find it without an address."""
 
-from .announcer import STATUS_COMPONENT, MdnsAnnouncer
+from .announcer import MdnsAnnouncer
 from .context import mdns_context
 from .names import APPLIANCE_SERVICE_TYPE, HTTP_SERVICE_TYPE, SERVICE_TYPES
 from .settings import MdnsSettings
-from .txt import ApiPaths, TxtFacts, txt_properties
+from .txt import TxtFacts, txt_properties
 
 __all__ = [
     "APPLIANCE_SERVICE_TYPE",
     "HTTP_SERVICE_TYPE",
     "SERVICE_TYPES",
-    "STATUS_COMPONENT",
-    "ApiPaths",
     "MdnsAnnouncer",
     "MdnsSettings",
     "TxtFacts",

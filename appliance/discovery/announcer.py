@@ -12,7 +12,7 @@ from typing import Any, Final, Self
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from ..status import StatusBoard
+from ..health import HealthSnapshot, MdnsHealth, MdnsState
 from .addresses import HostAddress, host_addresses, select_addresses, zeroconf_interfaces
 from .names import SERVICE_TYPES
 from .settings import MdnsSettings
@@ -20,29 +20,30 @@ from .txt import txt_properties
 
 log = logging.getLogger(__name__)
 
-STATUS_COMPONENT = "mdns"
 FLUSH_REPEAT_DELAY_S: Final = 1.0
 
 
 class MdnsAnnouncer:
-    """Registers the appliance under `_http._tcp` and `_rkspeech._tcp`, then follows the host's addresses
-    and the StatusBoard's voices, and says goodbye on close.
+    """Registers the appliance under `_http._tcp` and `_rkspeech._tcp`, then follows the host's addresses,
+    and says goodbye on close. The TXT record lists the voices of the engine's health snapshot.
 
     One background task does all zeroconf work, so registration, address and TXT updates never overlap.
-    Nothing is announced until the chosen interfaces have an address (a board may boot before DHCP)."""
+    Nothing is announced until the chosen interfaces have an address (a board may boot before DHCP).
+    Owns the mDNS state and tells `report` every change; event-loop thread only."""
 
-    def __init__(self, settings: MdnsSettings, status: StatusBoard) -> None:
+    def __init__(
+        self, settings: MdnsSettings, health: Callable[[], HealthSnapshot], report: Callable[[MdnsHealth], None]
+    ) -> None:
+        """`health`: read at each check (`SpeechEngine.health`); `report`: `HealthBoard.report_mdns`."""
         self._settings = settings
-        self._status = status
+        self._health = health
+        self._report = report
         self._zc: AsyncZeroconf | None = None
         self._infos: list[AsyncServiceInfo] = []
         self._addresses: tuple[HostAddress, ...] = ()
         self._txt: dict[str, str] = {}
-        self._voices_seen: Any = None
-        self._wake = asyncio.Event()
         self._announced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
 
     @property
     def service_names(self) -> list[str]:
@@ -55,10 +56,7 @@ class MdnsAnnouncer:
         return _instance_of(self._infos[0]) if self._infos else None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._voices_seen = self._status.get("voices")
-        self._unsubscribe = self._status.subscribe(lambda snapshot: self._on_status(loop, snapshot))
-        self._report(state="starting")
+        self._report(MdnsHealth(MdnsState.STARTING))
         self._task = asyncio.create_task(self._run(), name="mdns announcer")
 
     async def announced(self) -> str:
@@ -74,11 +72,8 @@ class MdnsAnnouncer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
         await self._stop_zeroconf()
-        self._report(state="stopped")
+        self._report(MdnsHealth(MdnsState.STOPPED))
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -89,38 +84,26 @@ class MdnsAnnouncer:
     ) -> None:
         await self.close()
 
-    def _on_status(self, loop: asyncio.AbstractEventLoop, snapshot: dict[str, Any]) -> None:
-        # Components may write the board from worker threads; only a voices change touches the TXT.
-        voices = snapshot.get("voices", {})
-        if voices != self._voices_seen:
-            self._voices_seen = voices
-            loop.call_soon_threadsafe(self._wake.set)
-
     async def _run(self) -> None:
         while True:
-            self._wake.clear()  # before reading the board, so a change made meanwhile wakes the next wait
             try:
                 await self._reconcile()
             except Exception as exc:  # a socket or zeroconf failure: start over at the next poll
                 log.exception("mDNS announcement failed; retrying in %.0f s", self._settings.poll_interval_s)
-                self._report(state="error", error=str(exc))
                 await self._stop_zeroconf()
-            await self._wait_for_change()
-
-    async def _wait_for_change(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._settings.poll_interval_s):
-                await self._wake.wait()
-                await asyncio.sleep(self._settings.txt_settle_s)
+                self._report(MdnsHealth(MdnsState.ERROR, error=str(exc)))
+            await asyncio.sleep(self._settings.poll_interval_s)
 
     async def _reconcile(self) -> None:
         addresses = select_addresses(host_addresses(), self._settings.interfaces, self._settings.ipv6)
-        txt = txt_properties(self._settings.txt, self._status.get("voices"))
+        # The engine's voices and their backends are fixed once it is loaded, before the announcer starts;
+        # reading them at each check keeps the record true should that ever change.
+        txt = txt_properties(self._settings.txt, self._health().voices)
         if self._zc is None:
             if addresses:
                 await self._register(addresses, txt)
             else:
-                self._report(state="waiting for an address", error=None)
+                self._report(MdnsHealth(MdnsState.WAITING))
         elif addresses and addresses != self._addresses:
             await self._publish(self._zc, addresses, txt)
             log.info("mDNS: addresses now %s", [a.address for a in addresses])
@@ -188,18 +171,14 @@ class MdnsAnnouncer:
         await asyncio.gather(*broadcasts)
 
     def _report_announced(self) -> None:
-        self._report(
-            state="announced",
+        self._report(MdnsHealth(
+            MdnsState.ANNOUNCED,
             name=self.instance_name,
-            services=self.service_names,
+            services=tuple(self.service_names),
             host=self._settings.host_name,
             port=self._settings.port,
-            addresses=[a.address for a in self._addresses],
-            error=None,
-        )
-
-    def _report(self, **values: Any) -> None:
-        self._status.update(STATUS_COMPONENT, **values)
+            addresses=tuple(a.address for a in self._addresses),
+        ))
 
 
 def _instance_of(info: AsyncServiceInfo) -> str:

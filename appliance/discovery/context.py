@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ..app_keys import CONFIG, STATUS
-from .announcer import STATUS_COMPONENT, MdnsAnnouncer
+from ..app_keys import CONFIG, ENGINE
+from ..health import MdnsHealth, MdnsState
+from ..transports.routes import ApiRoutes
+from .announcer import MdnsAnnouncer
 from .settings import MdnsSettings
 
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
-async def mdns_context(app: web.Application) -> AsyncIterator[None]:
-    """For `app.cleanup_ctx`: announce while the app runs, goodbyes at shutdown; nothing if mdns is off.
+
+def mdns_context(routes: ApiRoutes) -> CleanupContext:
+    """For `app.cleanup_ctx`, after the engine's: announce while the app runs, with `routes` (the table the
+    app's router was built from) in the TXT record; goodbyes at shutdown; nothing if mdns is off.
 
     Registration runs in the background, so startup does not wait for the ~1 s of probing."""
-    config, status = app[CONFIG], app[STATUS]
-    if not config.mdns.enabled:
-        status.update(STATUS_COMPONENT, state="disabled")
-        yield
-        return
-    announcer = MdnsAnnouncer(MdnsSettings.from_config(config), status)
-    await announcer.start()
-    try:
-        yield
-    finally:
-        await announcer.close()
+
+    async def mdns(app: web.Application) -> AsyncIterator[None]:
+        config, engine = app[CONFIG], app[ENGINE]
+        board = engine.health_board
+        if not config.mdns.enabled:
+            board.report_mdns(MdnsHealth(MdnsState.DISABLED))
+            yield
+            return
+        announcer = MdnsAnnouncer(MdnsSettings.from_config(config, routes), engine.health, board.report_mdns)
+        await announcer.start()
+        try:
+            yield
+        finally:
+            await announcer.close()
+
+    return mdns

@@ -11,13 +11,13 @@ from typing import Final
 
 from .. import __version__
 from ..config import ApplianceConfig
+from ..transports.routes import ApiRoutes
 from .names import host_name, instance_name
-from .txt import ApiPaths, TxtFacts
+from .txt import TxtFacts
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL_S: Final = 5.0
-DEFAULT_TXT_SETTLE_S: Final = 0.2
 
 
 @dataclass(frozen=True)
@@ -34,19 +34,18 @@ class MdnsSettings:
     """Also announce IPv6 addresses of the chosen interfaces (IPv4 only by default)."""
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
     """How often the host's addresses are read to notice a change (DHCP renewals, Wi-Fi roaming)."""
-    txt_settle_s: float = DEFAULT_TXT_SETTLE_S
-    """Wait after a voices change so a burst of them (voices loading at start) makes one TXT update."""
 
     @classmethod
     def from_config(
         cls,
         config: ApplianceConfig,
-        paths: ApiPaths | None = None,
+        routes: ApiRoutes,
         hostname: str | None = None,
         node: int | None = None,
     ) -> MdnsSettings:
-        """Announce what the LAN listener serves: `server.host` 0.0.0.0 means every IPv4 interface, '::'
-        adds IPv6, and a specific address limits the announcement to that address."""
+        """Announce what the LAN listener serves (`routes`: the daemon's route table): `server.host` 0.0.0.0
+        means every IPv4 interface, '::' adds IPv6, and a specific address limits the announcement to that
+        address."""
         hostname = socket.gethostname() if hostname is None else hostname
         interfaces, ipv6 = _interfaces_for_listener(config.server.host)
         return cls(
@@ -55,7 +54,7 @@ class MdnsSettings:
             port=config.server.port,
             txt=TxtFacts(
                 version=__version__,
-                paths=paths or ApiPaths(),
+                routes=routes,
                 default_voice=config.voices.default,
                 token_required=config.server.lan_token_required,
             ),

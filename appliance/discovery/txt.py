@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from ..health import VoiceHealth
+from ..transports.routes import ApiRoutes
 
 MAX_TXT_STRING_BYTES: Final = 255
 """Each TXT string ("key=value") is one length-prefixed string of at most 255 bytes (RFC 6763 §6.1)."""
-BACKEND_ORDER: Final = ("npu", "cpu")
-
-
-@dataclass(frozen=True)
-class ApiPaths:
-    """Where the transports are mounted; the daemon passes its real routes."""
-
-    root: str = "/"
-    tts: str = "/api/tts"
-    ws: str = "/ws/tts"
-    voices: str = "/api/voices"
-    health: str = "/healthz"
 
 
 @dataclass(frozen=True)
@@ -27,37 +18,35 @@ class TxtFacts:
     """The parts of the TXT record that stay fixed while the daemon runs."""
 
     version: str
-    paths: ApiPaths = field(default_factory=ApiPaths)
+    routes: ApiRoutes
+    """The table the daemon's router is built from."""
     default_voice: str = ""
     """Listed first, so it survives truncation of the voice list."""
     token_required: bool = False
 
 
-def txt_properties(facts: TxtFacts, voices: Mapping[str, Any]) -> dict[str, str]:
-    """TXT key/values for the StatusBoard's 'voices' part ({name: {'backend': 'npu'|'cpu', ...}}).
+def txt_properties(facts: TxtFacts, voices: Sequence[VoiceHealth]) -> dict[str, str]:
+    """TXT key/values for the engine's voices.
 
     Keys stay within the 9 characters RFC 6763 §6.4 recommends. `voices` lists as many whole names as fit
     one TXT string and `nvoices` gives the full count, so a client can tell the list was cut and ask
     `voicesapi` for all of them."""
-    names = sorted(voices, key=lambda name: (name != facts.default_voice, name))
+    names = sorted((voice.name for voice in voices), key=lambda name: (name != facts.default_voice, name))
+    backends = sorted({voice.backend for voice in voices}, key=lambda backend: (backend != "npu", backend))
+    routes = facts.routes
     return {
         "txtvers": "1",
-        "path": facts.paths.root,
-        "api": facts.paths.tts,
-        "ws": facts.paths.ws,
-        "voicesapi": facts.paths.voices,
-        "health": facts.paths.health,
+        "path": routes.page,
+        "api": routes.tts,
+        "ws": routes.ws_tts,
+        "voicesapi": routes.voices,
+        "health": routes.health,
         "version": facts.version,
         "auth": "bearer" if facts.token_required else "none",
-        "backend": ",".join(_backends(voices)),
+        "backend": ",".join(backends),
         "nvoices": str(len(names)),
         "voices": _joined_within(names, MAX_TXT_STRING_BYTES - len(b"voices=")),
     }
-
-
-def _backends(voices: Mapping[str, Any]) -> list[str]:
-    found = {str(v.get("backend")) for v in voices.values() if isinstance(v, Mapping) and v.get("backend")}
-    return sorted(found, key=lambda b: (BACKEND_ORDER.index(b) if b in BACKEND_ORDER else len(BACKEND_ORDER), b))
 
 
 def _joined_within(names: list[str], max_bytes: int) -> str:

@@ -14,24 +14,21 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..app_keys import CONFIG, ENGINE, STATUS
+from ..app_keys import CONFIG, ENGINE
 from .notify import SystemdNotifier
 from .status_publisher import StatusPublisher
-from .watchdog import Health, WatchdogPinger, WorkerProbe
+from .watchdog import WatchdogPinger
 
 log = logging.getLogger(__name__)
 
 
 async def systemd_context(app: web.Application) -> AsyncIterator[None]:
-    config, board = app[CONFIG], app[STATUS]
-    probe: WorkerProbe = app[ENGINE]
+    config, engine = app[CONFIG], app[ENGINE]
+    board = engine.health_board
     notifier = SystemdNotifier.from_environment()
-    publisher = StatusPublisher(notifier, asyncio.get_running_loop())
+    publisher = StatusPublisher(notifier, asyncio.get_running_loop(), engine.health)
     unsubscribe = board.subscribe(publisher.on_change)
-    publisher.send_now(board.snapshot())
-
-    def put_on_board(health: Health) -> None:
-        board.update("watchdog", healthy=health.healthy, reason=health.reason)
+    publisher.send_now()
 
     pinger_task: asyncio.Task[None] | None = None
     period = notifier.ping_period()
@@ -40,7 +37,8 @@ async def systemd_context(app: web.Application) -> AsyncIterator[None]:
             # The unit asks for pings but the config opts out of health checks: keep systemd satisfied on
             # event-loop liveness alone rather than be killed every WatchdogSec.
             log.warning("service.watchdog is off: pinging systemd's watchdog without probing the workers")
-        pinger = WatchdogPinger(notifier, period, probe if config.service.watchdog else None, on_health=put_on_board)
+        pinger = WatchdogPinger(notifier, period, engine if config.service.watchdog else None,
+                                on_health=board.report_watchdog)
         pinger_task = asyncio.create_task(pinger.run(), name="systemd-watchdog")
 
     notifier.ready()
@@ -54,4 +52,5 @@ async def systemd_context(app: web.Application) -> AsyncIterator[None]:
             pinger_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pinger_task
+            board.report_watchdog(None)
         notifier.close()

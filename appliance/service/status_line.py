@@ -1,64 +1,52 @@
-"""The one-line summary `systemctl status appliance` shows, made from a StatusBoard snapshot:
+"""The one-line summary `systemctl status appliance` shows, made from the engine's health snapshot:
 
     voices: en_US-joe-medium=npu(3 cores); tunnel: up; clients: 2
 
-Board parts read: 'voices' {name: {'backend': 'npu'|'cpu', 'reason': str, 'cores': int (optional)}},
-'tunnel' {'state': ...}, 'clients' {'active': int}, 'watchdog' {'healthy': bool, 'reason': str}.
-Parts not on the board yet are left out; other parts are ignored.
+Each voice with its backend: NPU cores in service, or why the CPU decodes it. The tunnel once its lifecycle has
+reported; the watchdog only when it is not pinging.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
+
+from ..health import HealthSnapshot, TunnelHealth, VoiceHealth, WatchdogHealth
 
 MAX_REASON_CHARS: Final = 40
 """A CPU fallback's reason is shown, shortened: the full text is in /healthz and the journal."""
 
 
-def format_status(snapshot: dict[str, Any]) -> str:
+def format_status(snapshot: HealthSnapshot) -> str:
     sections = [
-        section
-        for section in (
-            _voices(snapshot.get("voices")),
-            _tunnel(snapshot.get("tunnel")),
-            _clients(snapshot.get("clients")),
-            _watchdog(snapshot.get("watchdog")),
-        )
-        if section
+        _voices(snapshot.voices),
+        _tunnel(snapshot.tunnel),
+        f"clients: {snapshot.streams.active}",
+        _watchdog(snapshot.watchdog),
     ]
-    return "; ".join(sections) if sections else "starting"
+    return "; ".join(section for section in sections if section)
 
 
-def _voices(voices: dict[str, Any] | None) -> str:
-    if not voices:
-        return ""
-    return "voices: " + ", ".join(f"{name}={_backend(info)}" for name, info in voices.items())
+def _voices(voices: tuple[VoiceHealth, ...]) -> str:
+    return "voices: " + ", ".join(f"{voice.name}={_backend(voice)}" for voice in voices)
 
 
-def _backend(info: Any) -> str:
-    if not isinstance(info, dict):
-        return "?"
-    backend = str(info.get("backend", "?"))
-    cores = info.get("cores")
-    if isinstance(cores, int) and not isinstance(cores, bool):
-        return f"{backend}({cores} core{'' if cores == 1 else 's'})"
-    reason = str(info.get("reason") or "")
-    if backend == "cpu" and reason:
+def _backend(voice: VoiceHealth) -> str:
+    if voice.npu_decoder is not None:
+        cores = voice.npu_cores_in_service
+        return f"{voice.backend}({cores} core{'' if cores == 1 else 's'})"
+    reason = voice.reason
+    if voice.backend == "cpu" and reason:
         short = reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
         return f"cpu({short})"
-    return backend
+    return voice.backend
 
 
-def _tunnel(tunnel: dict[str, Any] | None) -> str:
-    return f"tunnel: {tunnel.get('state', '?')}" if tunnel else ""
+def _tunnel(tunnel: TunnelHealth | None) -> str:
+    return f"tunnel: {tunnel.state}" if tunnel is not None else ""
 
 
-def _clients(clients: dict[str, Any] | None) -> str:
-    return f"clients: {clients.get('active', 0)}" if clients else ""
-
-
-def _watchdog(watchdog: dict[str, Any] | None) -> str:
+def _watchdog(watchdog: WatchdogHealth | None) -> str:
     # Only trouble is worth the space; a healthy daemon says nothing about its watchdog.
-    if not watchdog or watchdog.get("healthy", True):
+    if watchdog is None or watchdog.healthy:
         return ""
-    return f"watchdog: not pinging ({watchdog.get('reason') or 'unhealthy'})"
+    return f"watchdog: not pinging ({watchdog.reason or 'unhealthy'})"

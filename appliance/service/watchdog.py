@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from ..health import WatchdogHealth
 from .notify import SystemdNotifier
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,6 @@ class WorkerProbe(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Health:
-    healthy: bool
-    reason: str = ""
-    """Why not, for the journal and the status line; empty when healthy."""
 
 
 @dataclass
@@ -46,13 +42,13 @@ class WatchdogPinger:
     """Time between pings: half of WatchdogSec."""
     probe: WorkerProbe | None
     """None pings on event-loop liveness alone (service.watchdog = false while the unit sets WatchdogSec)."""
-    on_health: Callable[[Health], None] | None = None
-    """Told the outcome of every tick (e.g. to put it on the status board)."""
+    on_health: Callable[[WatchdogHealth], None] | None = None
+    """Told the outcome of every tick (the daemon reports it on the engine's HealthBoard)."""
     max_loop_lag_s: float | None = None
     """How late a tick may wake; default half the period, at most MAX_LOOP_LAG_CAP_S."""
     probe_timeout_s: float | None = None
     """How long the workers get to answer; default half the period."""
-    _last: Health | None = field(default=None, init=False)
+    _last: WatchdogHealth | None = field(default=None, init=False)
 
     async def run(self) -> None:
         """Tick every `period_s` until cancelled."""
@@ -69,14 +65,14 @@ class WatchdogPinger:
             if next_tick < loop.time():  # after a stall, start afresh rather than ping in a burst
                 next_tick = loop.time() + self.period_s
 
-    async def check(self, loop_lag_s: float) -> Health:
+    async def check(self, loop_lag_s: float) -> WatchdogHealth:
         max_lag = self.max_loop_lag_s
         if max_lag is None:
             max_lag = min(self.period_s / 2, MAX_LOOP_LAG_CAP_S)
         if loop_lag_s > max_lag:
-            return Health(False, f"event loop {loop_lag_s:.1f} s late")
+            return WatchdogHealth(False, f"event loop {loop_lag_s:.1f} s late")
         if self.probe is None:
-            return Health(True)
+            return WatchdogHealth(True)
         timeout = self.probe_timeout_s if self.probe_timeout_s is not None else self.period_s / 2
         try:
             # Our own deadline as well, in case a probe does not honour its timeout. (asyncio.timeout, not
@@ -88,9 +84,9 @@ class WatchdogPinger:
         except Exception:  # a probe that raises is as unhealthy as one that hangs; keep watching
             log.exception("worker probe failed")
             answered = False
-        return Health(True) if answered else Health(False, "inference workers not answering")
+        return WatchdogHealth(True) if answered else WatchdogHealth(False, "inference workers not answering")
 
-    def _report(self, health: Health) -> None:
+    def _report(self, health: WatchdogHealth) -> None:
         if self._last is None or health.healthy != self._last.healthy:
             if not health.healthy:
                 log.warning("not pinging the systemd watchdog: %s", health.reason)

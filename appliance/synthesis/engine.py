@@ -21,13 +21,15 @@ import numpy as np
 
 from ..audio.formats import AudioFormat, content_type
 from ..config import SynthesisConfig
-from ..status import StatusBoard
+from ..health import HealthPart, HealthSnapshot, StreamsHealth
+from ..health_board import HealthBoard
 from ..text.phoneme_ids import phonemes_to_ids
 from ..text.phonemes import Phonemizer
 from ..text.sentences import text_units
 from ..text.units import phoneme_units
 from .admission import Admission, default_max_streams
 from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest, checked_text
+from .voice_health import voice_health
 from .voice_request import SentencePlan, VoiceRequest
 from .voice_runtime import LoadedVoice, SynthesisParams
 from .workers import DeadlineWorkers, probe_executor
@@ -67,6 +69,8 @@ class PreparedRequest:
 
 @dataclass
 class EngineCounters:
+    """Streams and windows since start-up. Event-loop thread only (`stream` runs there)."""
+
     active_streams: int = 0
     completed: int = 0
     cancelled: int = 0
@@ -79,7 +83,10 @@ class SpeechEngine:
     default_voice: str
     settings: SynthesisConfig
     max_text_chars: int
-    status: StatusBoard
+    backend_reasons: dict[str, str] = field(default_factory=dict)
+    """Why each voice decodes where it does (start-up's backend choice), by voice name."""
+    health_board: HealthBoard = field(default_factory=HealthBoard)
+    """Where the daemon's outer components report their health (event-loop thread only)."""
     phonemizer: Phonemizer = field(default_factory=Phonemizer)
     counters: EngineCounters = field(default_factory=EngineCounters)
     npu_cores: int = 0
@@ -158,10 +165,11 @@ class SpeechEngine:
         async def plan_ahead() -> None:
             async for piece in _pieces(prepared.text, more_text):
                 # Phonemes and encoding in one job: a new request waits for a free worker once, not twice.
-                for plan in await submit(pace.due(), self._plan_unit, request, piece):
+                for plan in await submit(pace.encode_due(), self._plan_unit, request, piece):
                     windows = []
                     for window in plan.windows:
-                        windows.append(submit(pace.due(), request.decode, plan, window))
+                        pace.last_window_start = pace.planned
+                        windows.append(submit(pace.window_due(), request.decode, plan, window))
                         pace.planned += plan.window_samples(window)
                     await sentences.put(windows)
             await sentences.put(None)
@@ -203,13 +211,23 @@ class SpeechEngine:
                 self.counters.completed += 1
             else:
                 self.counters.cancelled += 1
-        self.status.update("clients", active=self.counters.active_streams)
+        self.health_board.changed(HealthPart.STREAMS)
 
     # -- health ---------------------------------------------------------------------------------------
 
     async def probe_workers(self, timeout_s: float) -> bool:
         """True if an inference worker picks up a trivial job within the timeout (the pool is not wedged)."""
         return await probe_executor(self._workers, timeout_s)
+
+    def health(self) -> HealthSnapshot:
+        """Everything /healthz, the status line and the TXT record show. Event-loop thread only."""
+        counters, admission = self.counters, self.admission
+        streams = StreamsHealth(
+            active=counters.active_streams, completed=counters.completed, cancelled=counters.cancelled,
+            max=admission.max_streams, waiting=admission.waiting, rejected_busy=admission.counters.rejected,
+            windows=counters.windows)
+        voices = tuple(voice_health(voice, self.backend_reasons.get(name, "")) for name, voice in self.voices.items())
+        return self.health_board.snapshot(self.default_voice, voices, streams)
 
     def describe_voices(self) -> list[dict]:
         described = []
@@ -234,17 +252,22 @@ class SpeechEngine:
 @dataclass
 class _Pace:
     """When a stream's jobs are due: when its listener would run out of audio, had playback started with the
-    request. A window is due once the audio before it has played; the next sentence's phonemes and encoding
-    once all the audio planned so far has played, so looking ahead never delays another stream's first
-    window."""
+    request. A window is due once the audio before it has played. The next sentence's phonemes and encoding are
+    due with the last window of the sentence before, so they run beside it and the workers do not wait for
+    them, and a stream ahead of its listener still yields to the jobs of a stream that is not."""
 
     started: float
     sample_rate: int
     planned: int = 0
     """Samples of every window submitted so far."""
+    last_window_start: int = 0
+    """Samples before the last window submitted."""
 
-    def due(self) -> float:
+    def window_due(self) -> float:
         return self.started + self.planned / self.sample_rate
+
+    def encode_due(self) -> float:
+        return self.started + self.last_window_start / self.sample_rate
 
 
 async def _pieces(text: str, more_text: AsyncIterator[str] | None) -> AsyncIterator[str]:

@@ -11,7 +11,6 @@ from ..decoders.npu_detect import NpuProbe, probe_npu
 from ..decoders.selection import choose_backends
 from ..model.onnx_stage import OrtSettings
 from ..model.split_cache import load_split_voice
-from ..status import StatusBoard
 from ..voices.catalog import discover_voices
 from .engine import SpeechEngine
 from .request import SynthesisRequest
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 WARMUP_TEXT = "Ready."
 
 
-def load_engine(config: ApplianceConfig, status: StatusBoard, npu: NpuProbe | None = None) -> SpeechEngine:
+def load_engine(config: ApplianceConfig, npu: NpuProbe | None = None) -> SpeechEngine:
     """Blocking (seconds): run it off the event loop. `npu`: what the board offers (probed if not given)."""
     if npu is None:
         npu = probe_npu() if config.npu.enabled else NpuProbe(False, "NPU disabled in the configuration")
@@ -33,22 +32,36 @@ def load_engine(config: ApplianceConfig, status: StatusBoard, npu: NpuProbe | No
     cache = split_cache_folder(config.service.state_folder)
     ort_settings = OrtSettings(intra_op_threads=config.synthesis.onnx_threads)
     windows = WindowSettings(config.synthesis.first_window_frames, config.synthesis.max_window_frames)
-    voices = {}
-    for name, files in found.items():
-        split = load_split_voice(files.onnx_path, cache, files.onnx_sha256)
-        choice = choose_backends(files, split, ort_settings, config.npu, npu)
-        voices[name] = LoadedVoice(files, split, ort_settings, choice.decoder, flow=choice.flow, windows=windows,
-                                   cpu_fallback=choice.backend != "cpu")
-        status.update("voices", **{name: {"backend": choice.backend, "reason": choice.reason}})
-        log.info("voice %s loaded (%d Hz, %d speaker(s)); decoder on %s: %s", name, files.config.sample_rate,
-                 files.config.num_speakers, choice.backend, choice.reason)
+    voices: dict[str, LoadedVoice] = {}
+    reasons = {}
+    try:  # a failure part way releases the NPU runtimes taken so far
+        for name, files in found.items():
+            split = load_split_voice(files.onnx_path, cache, files.onnx_sha256)
+            choice = choose_backends(files, split, ort_settings, config.npu, npu)
+            try:
+                voices[name] = LoadedVoice(files, split, ort_settings, choice.decoder, flow=choice.flow,
+                                           windows=windows, cpu_fallback=choice.backend != "cpu")
+            except BaseException:
+                choice.close()
+                raise
+            reasons[name] = choice.reason
+            log.info("voice %s loaded (%d Hz, %d speaker(s)); decoder on %s: %s", name, files.config.sample_rate,
+                     files.config.num_speakers, choice.backend, choice.reason)
+    except BaseException:
+        for voice in voices.values():
+            voice.close()
+        raise
     npu_cores = max((len(getattr(v.decoder, "cores", ())) for v in voices.values()), default=0)
-    engine = SpeechEngine(voices, config.voices.default, config.synthesis, config.server.max_text_chars, status,
-                          npu_cores=npu_cores)
+    engine = SpeechEngine(voices, config.voices.default, config.synthesis, config.server.max_text_chars,
+                          backend_reasons=reasons, npu_cores=npu_cores)
     log.info("admitting %d concurrent stream(s); a request waits up to %.1f s for one",
              engine.admission.max_streams, engine.admission.queue_s)
-    for voice in voices.values():
-        warm_up(engine, voice)
+    try:
+        for voice in voices.values():
+            warm_up(engine, voice)
+    except BaseException:
+        engine.close()
+        raise
     return engine
 
 

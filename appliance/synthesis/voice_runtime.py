@@ -88,15 +88,6 @@ class LoadedVoice:
             if close is not None:
                 close()
 
-    def describe_backend(self) -> dict:
-        """For /healthz: where each windowed stage runs, NPU core states and fallback counts."""
-        described: dict = {"decoder": self.decoder.name, "flow": self.flow.name if self.flow else "cpu (whole)"}
-        describe = getattr(self.decoder, "describe", None)
-        if describe is not None:
-            described["npu"] = {"decoder": describe(), "flow": getattr(self.flow, "describe", dict)()}
-            described["fallback"] = self.fallback_counters.as_dict()
-        return described
-
     def start_request(self, params: SynthesisParams, seed: int) -> VoiceRequest:
         """The object that synthesises one request on this voice (window layout, fallback, noise)."""
         return VoiceRequest(self, params, seed)

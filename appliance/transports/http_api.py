@@ -11,24 +11,25 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__
-from ..app_keys import CONFIG, ENGINE, STATUS
+from ..app_keys import CONFIG, ENGINE
 from ..audio.formats import EncoderSettings
 from ..synthesis.engine import PreparedRequest
 from ..synthesis.output import StreamFailed, play
 from .errors import REQUEST_ID
+from .health_json import health_json
 from .json_body import read_json_object
 from .options import REQUEST_KEYS, parse_request, refuse_unknown_keys
+from .routes import ApiRoutes
 
 log = logging.getLogger(__name__)
 
 
-def add_http_routes(app: web.Application) -> None:
-    app.router.add_post("/api/tts", speak)
-    app.router.add_get("/api/tts", speak)
-    app.router.add_get("/api/voices", voices)
-    app.router.add_get("/healthz", health)
-    app.router.add_get("/", page)
+def add_http_routes(app: web.Application, routes: ApiRoutes) -> None:
+    app.router.add_post(routes.tts, speak)
+    app.router.add_get(routes.tts, speak)
+    app.router.add_get(routes.voices, voices)
+    app.router.add_get(routes.health, health)
+    app.router.add_get(routes.page, page)
 
 
 async def speak(request: web.Request) -> web.StreamResponse:
@@ -101,24 +102,7 @@ async def voices(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
-    board = request.app[STATUS].snapshot()
-    voices_status = board.pop("voices", {})
-    for name, voice in engine.voices.items():
-        voices_status.setdefault(name, {}).update(voice.describe_backend())
-    backends = sorted({v.get("backend", "cpu") for v in voices_status.values()})
-    body = {
-        "status": "ok",
-        "version": __version__,
-        "backend": backends[0] if len(backends) == 1 else backends,
-        "voices": voices_status,
-        "default_voice": engine.default_voice,
-        "streams": {"active": engine.counters.active_streams, "completed": engine.counters.completed,
-                    "cancelled": engine.counters.cancelled, "max": engine.admission.max_streams,
-                    "waiting": engine.admission.waiting, "rejected_busy": engine.admission.counters.rejected},
-        **board,
-    }
-    return web.json_response(body)
+    return web.json_response(health_json(request.app[ENGINE].health()))
 
 
 async def page(request: web.Request) -> web.Response:

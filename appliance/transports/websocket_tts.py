@@ -37,6 +37,7 @@ from ..synthesis.request import RequestError, SynthesisRequest, checked_text
 from ..text.sentences import SentenceBuffer
 from .json_body import parse_json_object
 from .options import OPTION_KEYS, parse_options, parse_request, refuse_unknown_keys
+from .routes import ApiRoutes
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ HARD_LIMIT_FACTOR = 4
 error message and keep the connection."""
 
 
-def add_websocket_routes(app: web.Application) -> None:
-    app.router.add_get("/ws/tts", websocket_tts)
+def add_websocket_routes(app: web.Application, routes: ApiRoutes) -> None:
+    app.router.add_get(routes.ws_tts, websocket_tts)
 
 
 @dataclass

@@ -9,22 +9,23 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..app_keys import CONFIG, STATUS
+from ..app_keys import CONFIG, ENGINE
+from ..health import TunnelHealth, TunnelState
 from ..security.device_key import DeviceKeyError, ensure_device_key
 from .backoff import Backoff
 from .ssh_command import TunnelTarget, tunnel_config_problem
-from .supervisor import COMPONENT, TunnelSupervisor
+from .supervisor import TunnelSupervisor
 
 log = logging.getLogger(__name__)
 
 
 async def tunnel_context(app: web.Application) -> AsyncIterator[None]:
     """Run the tunnel supervisor while the application runs, when tunnel.enabled; otherwise just say
-    'disabled' on the status board. A misconfigured tunnel is reported, not fatal: the LAN keeps working."""
+    'disabled' on the engine's HealthBoard. A misconfigured tunnel is reported, not fatal: the LAN keeps working."""
     config = app[CONFIG]
-    status = app[STATUS]
+    board = app[ENGINE].health_board
     if not config.tunnel.enabled:
-        status.update(COMPONENT, state="disabled", reason=None, last_error=None, reconnects=0)
+        board.report_tunnel(TunnelHealth(TunnelState.DISABLED))
         yield
         return
     problem = tunnel_config_problem(config.tunnel)
@@ -35,16 +36,16 @@ async def tunnel_context(app: web.Application) -> AsyncIterator[None]:
             problem = f"the device key can't be created: {e}"
     if problem is not None:
         log.error("tunnel refused: %s", problem)
-        status.update(COMPONENT, state="refused", reason="config", last_error=problem, reconnects=0)
+        board.report_tunnel(TunnelHealth(TunnelState.REFUSED, reason="config", last_error=problem))
         yield
         return
     supervisor = TunnelSupervisor(
         target=TunnelTarget.from_config(config.tunnel, key.private_key),
-        status=status,
+        report=board.report_tunnel,
         backoff=Backoff(max_s=config.tunnel.max_backoff_s),
         refused_retry_s=config.tunnel.max_backoff_s,
     )
-    task = asyncio.create_task(supervisor.run(), name="tunnel-supervisor")
+    task = supervisor.start()
     try:
         yield
     finally:

@@ -1,6 +1,5 @@
 """The loopback-only listener the tunnel forwards to: a second aiohttp Application with the same routes as
-the LAN one, every request behind the bearer token, sharing the LAN application's config, status board and
-engine.
+the LAN one, every request behind the bearer token, sharing the LAN application's config and engine.
 
     app.cleanup_ctx.append(engine_context)                        # ENGINE must be set before...
     app.cleanup_ctx.append(remote_listener_context(setup_routes))  # ...the remote app copies it
@@ -17,7 +16,7 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..app_keys import CONFIG, ENGINE, STATUS
+from ..app_keys import CONFIG, ENGINE
 from ..security.bearer_auth import bearer_auth_middleware
 from ..security.token import ensure_token
 from ..transports.listener import MAX_BODY_BYTES, Listener, ListenerLimits
@@ -28,7 +27,7 @@ RouteSetup = Callable[[web.Application], None]
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 LISTENER_HOST: Final = "127.0.0.1"
-SHARED_KEYS: Final[tuple[web.AppKey[Any], ...]] = (CONFIG, STATUS, ENGINE)
+SHARED_KEYS: Final[tuple[web.AppKey[Any], ...]] = (CONFIG, ENGINE)
 
 
 def build_remote_app(

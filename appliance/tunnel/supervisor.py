@@ -1,5 +1,5 @@
 """Keeps the ssh reverse tunnel running: one ssh process at a time, restarted with exponential backoff,
-its state published on the status board's 'tunnel' component.
+its state reported as a TunnelHealth on every change.
 
 States: `connecting` (ssh started, forward not confirmed yet), `up` (the hub confirmed the remote forward),
 `backoff` (waiting before the next attempt), `refused` (won't connect until something is fixed: the pinned
@@ -13,17 +13,17 @@ import collections
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Final
 
-from ..status import StatusBoard
+from ..health import TunnelHealth, TunnelState
 from .backoff import Backoff
 from .ssh_command import TunnelTarget, tunnel_command
 from .ssh_stderr import SshEvent, classify, is_debug
 
 log = logging.getLogger(__name__)
 
-COMPONENT: Final = "tunnel"
 STABLE_AFTER_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 5.0
 KEPT_STDERR_LINES: Final = 3
@@ -41,8 +41,11 @@ class SshExit:
 
 @dataclass
 class TunnelSupervisor:
+    """Owns the tunnel's state; runs on the event loop, where `report` is called."""
+
     target: TunnelTarget
-    status: StatusBoard
+    report: Callable[[TunnelHealth], None]
+    """Told every change (the daemon passes the engine's `HealthBoard.report_tunnel`)."""
     backoff: Backoff
     stable_after_s: float = STABLE_AFTER_S
     """A connection up this long resets the backoff to its initial delay."""
@@ -50,10 +53,24 @@ class TunnelSupervisor:
     ssh: str = "ssh"
     stop_timeout_s: float = STOP_TIMEOUT_S
     _reconnects: int = field(default=0, init=False)
+    _state: TunnelHealth = field(init=False)
 
-    async def run(self) -> None:
-        """Supervise until cancelled; cancelling stops the ssh process."""
-        self._publish(state="connecting", reason=None, last_error=None)
+    def __post_init__(self) -> None:
+        self._state = TunnelHealth(TunnelState.CONNECTING, hub=self.target.hub, remote_port=self.target.remote_port)
+
+    def start(self) -> asyncio.Task[None]:
+        """Report `connecting` at once, then supervise in a task until it is cancelled, which stops the ssh
+        process and reports the tunnel stopped."""
+        self._publish(TunnelState.CONNECTING, reason=None, last_error=None)
+        return asyncio.create_task(self._run(), name="tunnel-supervisor")
+
+    async def _run(self) -> None:
+        try:
+            await self._supervise()
+        finally:
+            self._publish(TunnelState.STOPPED, reason=None)
+
+    async def _supervise(self) -> None:
         started = 0
         while True:
             refusal = self._refusal()
@@ -64,8 +81,8 @@ class TunnelSupervisor:
             if started:
                 self._reconnects += 1
             started += 1
-            if self.status.get(COMPONENT).get("state") != "refused":  # a refusal stands until ssh gets through
-                self._publish(state="connecting", reason=None)
+            if self._state.state is not TunnelState.REFUSED:  # a refusal stands until ssh gets through
+                self._publish(TunnelState.CONNECTING, reason=None)
             ended = await self._run_ssh()
             if ended.up_for_s is not None and ended.up_for_s >= self.stable_after_s:
                 self.backoff.reset()
@@ -75,7 +92,7 @@ class TunnelSupervisor:
                 continue
             delay = self.backoff.next_delay()
             log.warning("tunnel to %s down (%s); retrying in %.1f s", self.target.hub, ended.message, delay)
-            self._publish(state="backoff", last_error=ended.message)
+            self._publish(TunnelState.BACKOFF, last_error=ended.message)
             await asyncio.sleep(delay)
 
     def _refusal(self) -> str | None:
@@ -117,7 +134,7 @@ class TunnelSupervisor:
                 if event is SshEvent.FORWARD_UP and up_at is None:
                     up_at = time.monotonic()
                     log.info("tunnel up: %s localhost:%d -> this appliance", self.target.hub, self.target.remote_port)
-                    self._publish(state="up", reason=None)
+                    self._publish(TunnelState.UP, reason=None)
                 elif event is SshEvent.HOST_KEY_REFUSED:
                     host_key_refused = True
                     summary = (
@@ -151,14 +168,14 @@ class TunnelSupervisor:
             await process.wait()
 
     def _refuse(self, reason: str, message: str) -> None:
-        if self.status.get(COMPONENT).get("last_error") != message:
+        if self._state.last_error != message:
             log.error("tunnel refused: %s", message)
-        self._publish(state="refused", reason=reason, last_error=message)
+        self._publish(TunnelState.REFUSED, reason=reason, last_error=message)
 
-    def _publish(self, **values: Any) -> None:
-        self.status.update(
-            COMPONENT, hub=self.target.hub, remote_port=self.target.remote_port, reconnects=self._reconnects, **values
-        )
+    def _publish(self, state: TunnelState, **changes: str | None) -> None:
+        """The new state; `reason` and `last_error` stay as they were unless given."""
+        self._state = replace(self._state, state=state, reconnects=self._reconnects, **changes)
+        self.report(self._state)
 
 
 async def _read_line(stream: asyncio.StreamReader) -> str:
