@@ -75,6 +75,10 @@ class Utterance:
 
 @dataclass
 class WsSession:
+    """One connection: a reader of control messages and a player of the utterance queue. Another protocol on the
+    same queue, admission and limits subclasses it and overrides `_on_message` (a JSON object received),
+    `_play_one` (one admitted utterance) and `error` (how a refusal is told)."""
+
     ws: web.WebSocketResponse
     engine: SpeechEngine
     default_format: str
@@ -126,6 +130,9 @@ class WsSession:
         except RequestError as e:
             await self.error(e.code, e.message)
             return
+        await self._on_message(message)
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         try:
             if not isinstance(kind, str) or kind not in MESSAGE_KEYS:
@@ -269,14 +276,20 @@ class WsSession:
 
 
 async def websocket_tts(request: web.Request) -> web.WebSocketResponse:
+    return await run_session(request, WsSession)
+
+
+async def run_session(request: web.Request, session_type: type[WsSession]) -> web.WebSocketResponse:
+    """Serves one WebSocket with `session_type` (WsSession, or a subclass speaking another protocol on the same
+    queue, admission and limits) until it closes."""
     config = request.app[CONFIG]
     limit = config.server.max_ws_message_bytes
     ws = web.WebSocketResponse(max_msg_size=limit * HARD_LIMIT_FACTOR, heartbeat=30)
     await ws.prepare(request)
-    session = WsSession(ws, request.app[ENGINE], config.audio.default_format,
-                        EncoderSettings(opus_bitrate=config.audio.opus_bitrate),
-                        config.server.max_text_chars, limit, config.server.ws_max_queued,
-                        config.server.ws_idle_timeout_s)
+    session = session_type(ws, request.app[ENGINE], config.audio.default_format,
+                           EncoderSettings(opus_bitrate=config.audio.opus_bitrate),
+                           config.server.max_text_chars, limit, config.server.ws_max_queued,
+                           config.server.ws_idle_timeout_s)
     try:
         await session.run()
     except ConnectionError:
