@@ -44,7 +44,7 @@ from wyoming.server import AsyncEventHandler, AsyncTcpServer
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from .. import __version__
-from ..app_keys import CONFIG, ENGINE
+from ..app_keys import CONFIG, ENGINE, WYOMING_PORT
 from ..audio.formats import AudioFormat, EncoderSettings
 from ..config import ApplianceConfig
 from ..synthesis.admission import Busy
@@ -466,6 +466,7 @@ async def wyoming_context(app: web.Application) -> AsyncIterator[None]:
     server = WyomingServer(config, voices, lambda: app.get(ENGINE))
     await server.start()
     app[WYOMING] = server
+    app[WYOMING_PORT] = server.bound_port
     try:
         yield
     finally:
