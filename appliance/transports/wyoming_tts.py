@@ -253,7 +253,7 @@ class WyomingConnection(AsyncEventHandler):
 
     @property
     def _playing(self) -> bool:
-        return self._stream is not None and not self._stream.task.done()
+        return self._stream is not None and self._stream.task is not None and not self._stream.task.done()
 
     # -- events ---------------------------------------------------------------------------------------
 
@@ -289,11 +289,16 @@ class WyomingConnection(AsyncEventHandler):
     async def _start_stream(self, data: dict[str, Any]) -> None:
         if self._stream is not None:
             raise EventRefused("stream_open", "a synthesize stream is open already; send synthesize-stop first")
-        engine = self._server.engine()
-        prepared = engine.prepare(synthesis_request(engine, data, ""), AudioFormat.PCM, text_follows=True)
-        stream = _Stream(asyncio.Queue())
+        stream = self._stream = _Stream(asyncio.Queue())
+        try:
+            engine = self._server.engine()
+            prepared = engine.prepare(synthesis_request(engine, data, ""), AudioFormat.PCM, text_follows=True)
+        except (EventRefused, RequestError):
+            # Told once; the chunks and the compatibility synthesize that follow are swallowed, and the stop
+            # still ends the stream with synthesize-stopped.
+            stream.refused = True
+            raise
         stream.task = asyncio.create_task(self._play(engine, prepared, stream.sentences()), name="wyoming stream")
-        self._stream = stream
 
     def _stream_text(self, data: dict[str, Any]) -> None:
         stream = self._stream
@@ -308,7 +313,8 @@ class WyomingConnection(AsyncEventHandler):
         stream.chars += len(text)
         if stream.chars > self._limits.max_text_chars:
             stream.refused = True
-            stream.task.cancel()
+            if stream.task is not None:
+                stream.task.cancel()
             raise EventRefused("text_too_long", f"streamed text exceeds {self._limits.max_text_chars} characters")
         if complete := stream.buffer.add(text):
             stream.text.put_nowait(complete)
@@ -321,8 +327,9 @@ class WyomingConnection(AsyncEventHandler):
         if rest.strip():
             stream.text.put_nowait(rest)
         stream.text.put_nowait(None)
-        with contextlib.suppress(asyncio.CancelledError):
-            await stream.task
+        if stream.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream.task
         await self.write_event(SynthesizeStopped().event())
 
     async def _play(self, engine: SpeechEngine, prepared: PreparedRequest, more: AsyncIterator[str] | None) -> None:
@@ -360,7 +367,7 @@ class WyomingConnection(AsyncEventHandler):
 
     async def disconnect(self) -> None:
         stream, self._stream = self._stream, None
-        if stream is not None:
+        if stream is not None and stream.task is not None:
             stream.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await stream.task
@@ -374,7 +381,9 @@ class _Stream:
         self.buffer = SentenceBuffer()
         self.chars = 0
         self.refused = False
-        self.task: asyncio.Task[None]
+        """Refused (a bad voice, too much text): what follows up to the stop is swallowed."""
+        self.task: asyncio.Task[None] | None = None
+        """Plays the stream; None when it was refused at the start."""
 
     async def sentences(self) -> AsyncIterator[str]:
         while (piece := await self.text.get()) is not None:
