@@ -5,6 +5,7 @@ is under test)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -41,7 +42,10 @@ class DaemonProcess:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
 
-def write_config(folder: Path, lan_port: int, tunnel_port: int, extra: str = "", wyoming_port: int = 0) -> Path:
+def write_config(folder: Path, lan_port: int, tunnel_port: int, extra: str = "", wyoming_port: int = 0,
+                 mdns_instance: str | None = None) -> Path:
+    """`mdns_instance`: announce (on loopback) under this name; by default nothing is announced."""
+    mdns = f"enabled = true\ninstance_name = {json.dumps(mdns_instance)}" if mdns_instance else "enabled = false"
     (folder / "state").mkdir(parents=True, exist_ok=True)
     config = folder / "config.toml"
     config.write_text(f"""
@@ -50,7 +54,7 @@ host = "127.0.0.1"
 port = {lan_port}
 
 [mdns]
-enabled = false
+{mdns}
 
 [wyoming]
 host = "127.0.0.1"
@@ -71,10 +75,10 @@ watchdog = false
 
 @contextlib.contextmanager
 def running_daemon(folder: Path, extra_config: str = "", timeout_s: float = 90.0,
-                   wait_ready: bool = True) -> Iterator[DaemonProcess]:
+                   wait_ready: bool = True, mdns_instance: str | None = None) -> Iterator[DaemonProcess]:
     """`wait_ready`: yield once /healthz answers (the voices are loaded); else as soon as it is started."""
     lan_port, tunnel_port, wyoming_port = free_port(), free_port(), free_port()
-    config = write_config(folder, lan_port, tunnel_port, extra_config, wyoming_port)
+    config = write_config(folder, lan_port, tunnel_port, extra_config, wyoming_port, mdns_instance)
     log_path = folder / "daemon.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     with log_path.open("wb") as log_file:
