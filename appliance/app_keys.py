@@ -14,3 +14,5 @@ if TYPE_CHECKING:
 
 CONFIG = web.AppKey("config", ApplianceConfig)
 ENGINE: web.AppKey[SpeechEngine] = web.AppKey("engine")
+WYOMING_PORT = web.AppKey("wyoming_port", int)
+"""The port the Wyoming listener bound (set while it runs), for the mDNS announcement."""

@@ -80,7 +80,7 @@ def run_serve(config: ApplianceConfig, args: argparse.Namespace) -> int:
     try:
         serve(config)
     except ListenError as e:
-        print(f"error: {e} (server.host, server.port or tunnel.listener_port)", file=sys.stderr)
+        print(f"error: {e} (server.host, server.port, wyoming.port or tunnel.listener_port)", file=sys.stderr)
         return 2
     return 0
 

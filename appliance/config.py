@@ -117,6 +117,21 @@ class MdnsConfig:
     """Service instance name; empty means '<hostname> speech'."""
 
 
+WYOMING_PORT: Final = 10200
+"""The port Home Assistant's Wyoming integration suggests for text to speech (wyoming-piper's)."""
+
+
+@dataclass(frozen=True)
+class WyomingConfig:
+    enabled: bool = True
+    """Serve the Wyoming protocol (Home Assistant) on the LAN and announce it as `_wyoming._tcp`. It has no
+    authentication: never forward this port beyond the LAN (the tunnel never carries it)."""
+    host: str = "0.0.0.0"
+    """Address of the Wyoming listener; all IPv4 addresses by default, like `server.host`."""
+    port: int = WYOMING_PORT
+    """Port of the Wyoming listener."""
+
+
 @dataclass(frozen=True)
 class TunnelConfig:
     enabled: bool = False
@@ -152,6 +167,7 @@ class ApplianceConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     npu: NpuConfig = field(default_factory=NpuConfig)
     mdns: MdnsConfig = field(default_factory=MdnsConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
 

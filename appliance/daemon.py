@@ -26,6 +26,7 @@ from .transports.listener import MAX_BODY_BYTES, AcceptErrorLog, Listener, Liste
 from .transports.paroli_api import add_paroli_routes
 from .transports.routes import API_ROUTES
 from .transports.websocket_tts import add_websocket_routes
+from .transports.wyoming_tts import wyoming_context
 from .tunnel.lifecycle import tunnel_context
 from .tunnel.remote_listener import remote_listener_context
 
@@ -47,6 +48,7 @@ def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None) -> w
     if engine is not None:
         app[ENGINE] = engine
     app.cleanup_ctx.extend([
+        wyoming_context,  # first: bound and answering `describe` while the engine loads
         engine_context,
         loop_lag_context,
         remote_listener_context(add_routes, [json_errors]),

@@ -16,7 +16,8 @@ from appliance.transports.listener import Listener, ListenerLimits
 
 
 def make_config(state_folder: Path, **overrides: object) -> ApplianceConfig:
-    config = config_from_dict({"mdns": {"enabled": False}, "service": {"state_folder": str(state_folder)}})
+    config = config_from_dict({"mdns": {"enabled": False}, "wyoming": {"enabled": False},
+                               "service": {"state_folder": str(state_folder)}})
     return apply_overrides(config, overrides)
 
 

@@ -5,6 +5,7 @@ is under test)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ class DaemonProcess:
     state_folder: Path
     log_path: Path
     config_path: Path
+    wyoming_port: int
 
     @property
     def pid(self) -> int:
@@ -40,7 +42,10 @@ class DaemonProcess:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
 
-def write_config(folder: Path, lan_port: int, tunnel_port: int, extra: str = "") -> Path:
+def write_config(folder: Path, lan_port: int, tunnel_port: int, extra: str = "", wyoming_port: int = 0,
+                 mdns_instance: str | None = None) -> Path:
+    """`mdns_instance`: announce (on loopback) under this name; by default nothing is announced."""
+    mdns = f"enabled = true\ninstance_name = {json.dumps(mdns_instance)}" if mdns_instance else "enabled = false"
     (folder / "state").mkdir(parents=True, exist_ok=True)
     config = folder / "config.toml"
     config.write_text(f"""
@@ -49,7 +54,11 @@ host = "127.0.0.1"
 port = {lan_port}
 
 [mdns]
-enabled = false
+{mdns}
+
+[wyoming]
+host = "127.0.0.1"
+port = {wyoming_port or free_port()}
 
 [tunnel]
 # The listener the tunnel forwards to runs; with no hub named, no ssh is started.
@@ -65,19 +74,21 @@ watchdog = false
 
 
 @contextlib.contextmanager
-def running_daemon(folder: Path, extra_config: str = "", timeout_s: float = 90.0) -> Iterator[DaemonProcess]:
-    lan_port, tunnel_port = free_port(), free_port()
-    config = write_config(folder, lan_port, tunnel_port, extra_config)
+def running_daemon(folder: Path, extra_config: str = "", timeout_s: float = 90.0,
+                   wait_ready: bool = True, mdns_instance: str | None = None) -> Iterator[DaemonProcess]:
+    """`wait_ready`: yield once /healthz answers (the voices are loaded); else as soon as it is started."""
+    lan_port, tunnel_port, wyoming_port = free_port(), free_port(), free_port()
+    config = write_config(folder, lan_port, tunnel_port, extra_config, wyoming_port, mdns_instance)
     log_path = folder / "daemon.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "serve"],
                                    cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     daemon = DaemonProcess(process, f"http://127.0.0.1:{lan_port}", f"http://127.0.0.1:{tunnel_port}",
-                           folder / "state", log_path, config)
+                           folder / "state", log_path, config, wyoming_port)
     try:
         deadline = time.monotonic() + timeout_s
-        while True:
+        while wait_ready:
             if process.poll() is not None:
                 raise RuntimeError(f"the daemon exited with {process.returncode}:\n{daemon.log_text()[-3000:]}")
             try:

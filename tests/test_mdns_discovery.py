@@ -21,15 +21,18 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from wyoming.client import AsyncTcpClient
+from wyoming.info import Describe, Info
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from appliance import __version__
-from appliance.config import ApplianceConfig, MdnsConfig, ServerConfig, VoicesConfig
+from appliance.config import ApplianceConfig, MdnsConfig, ServerConfig, VoicesConfig, WyomingConfig
 from appliance.daemon import create_app
 from appliance.discovery import (
     APPLIANCE_SERVICE_TYPE,
     SERVICE_TYPES,
+    WYOMING_SERVICE_TYPE,
     MdnsAnnouncer,
     MdnsSettings,
     TxtFacts,
@@ -41,8 +44,11 @@ from appliance.health_board import HealthBoard
 from appliance.synthesis.engine import SpeechEngine
 from appliance.transports import http_api, websocket_tts
 from appliance.transports.routes import API_ROUTES
+from appliance.transports.wyoming_tts import WYOMING
 
 PORT = 8848
+WYOMING_PORT = 10200
+ANNOUNCED_TYPES = (*SERVICE_TYPES, WYOMING_SERVICE_TYPE)
 DEFAULT_VOICE = "en_US-joe-medium"
 BROWSE_SCRIPT = Path(__file__).with_name("mdns_browse.py")
 EVENT_TIMEOUT_S = 5.0
@@ -61,16 +67,20 @@ def name() -> str:
 
 
 def config_for(name: str, host: str = "127.0.0.1", port: int = PORT) -> ApplianceConfig:
+    """Both listeners on `host`; the Wyoming listener on a port of its choosing."""
     return ApplianceConfig(
         server=ServerConfig(host=host, port=port),
         voices=VoicesConfig(default=DEFAULT_VOICE),
         mdns=MdnsConfig(instance_name=name),
+        wyoming=WyomingConfig(host=host, port=0),
     )
 
 
-def settings_for(name: str, port: int = PORT, node: int = 0xA1B2C3) -> MdnsSettings:
+def settings_for(name: str, port: int = PORT, node: int = 0xA1B2C3, wyoming_port: int = WYOMING_PORT
+                 ) -> MdnsSettings:
     """Settings as the daemon derives them, for an appliance listening on loopback."""
-    return MdnsSettings.from_config(config_for(name, port=port), API_ROUTES, hostname="testbox", node=node)
+    return MdnsSettings.from_config(config_for(name, port=port), API_ROUTES, hostname="testbox", node=node,
+                                    wyoming_port=wyoming_port)
 
 
 @contextlib.asynccontextmanager
@@ -140,7 +150,7 @@ class Browser:
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     browser = Browser(AsyncZeroconf(interfaces=["127.0.0.1"]))
-    service_browser = AsyncServiceBrowser(browser.aiozc.zeroconf, list(SERVICE_TYPES), handlers=[browser.on_change])
+    service_browser = AsyncServiceBrowser(browser.aiozc.zeroconf, list(ANNOUNCED_TYPES), handlers=[browser.on_change])
     yield browser
     await service_browser.async_cancel()
     await browser.aiozc.async_close()
@@ -184,6 +194,40 @@ async def test_a_client_finds_the_appliance_under_both_types_and_reads_its_txt(
     assert engine.health().mdns == MdnsHealth(MdnsState.STOPPED)
 
 
+async def test_home_assistant_finds_the_wyoming_service_on_the_port_that_answers_describe(
+    browser: Browser, engine: SpeechEngine, name: str
+) -> None:
+    full_name = f"{name}.{WYOMING_SERVICE_TYPE}"
+    async with running_daemon(config_for(name), engine) as app:
+        mdns = await announced_in(engine)
+        assert full_name in mdns.services
+        await browser.wait_for(ServiceStateChange.Added, full_name)
+        info = await browser.resolve(WYOMING_SERVICE_TYPE, full_name)
+
+        port = app[WYOMING].bound_port
+        assert info.port == port != PORT
+        assert info.parsed_addresses() == ["127.0.0.1"]  # the listener's real address, never 0.0.0.0
+        assert info.server == mdns.host
+        async with AsyncTcpClient(info.parsed_addresses()[0], info.port) as client:
+            await client.write_event(Describe().event())
+            async with asyncio.timeout(EVENT_TIMEOUT_S):
+                answer = await client.read_event()
+            assert answer is not None and Info.is_type(answer.type)
+    await browser.wait_for(ServiceStateChange.Removed, full_name, timeout=2.0)
+
+
+async def test_no_wyoming_service_is_announced_when_wyoming_is_off(
+    browser: Browser, engine: SpeechEngine, name: str
+) -> None:
+    config = dataclasses.replace(config_for(name), wyoming=WyomingConfig(enabled=False))
+    async with running_daemon(config, engine):
+        mdns = await announced_in(engine)
+        assert mdns.services == tuple(f"{name}.{t}" for t in SERVICE_TYPES)
+        await browser.wait_for(ServiceStateChange.Added, f"{name}.{APPLIANCE_SERVICE_TYPE}")
+        with pytest.raises(TimeoutError):
+            await browser.wait_for(ServiceStateChange.Added, f"{name}.{WYOMING_SERVICE_TYPE}", timeout=1.0)
+
+
 async def test_a_second_appliance_with_the_same_name_is_renamed_and_both_resolve(
     browser: Browser, engine: SpeechEngine, board: HealthBoard, name: str
 ) -> None:
@@ -197,10 +241,13 @@ async def test_a_second_appliance_with_the_same_name_is_renamed_and_both_resolve
 
             assert renamed == f"{name}-2"
             assert other_board.mdns is not None and other_board.mdns.name == renamed
-            assert second.service_names == [f"{renamed}.{t}" for t in SERVICE_TYPES]
+            assert second.service_names == [f"{renamed}.{t}" for t in ANNOUNCED_TYPES]
             for service_type in SERVICE_TYPES:
                 assert (await browser.resolve(service_type, f"{name}.{service_type}")).port == PORT
                 assert (await browser.resolve(service_type, f"{renamed}.{service_type}")).port == PORT + 1
+            wyoming = WYOMING_SERVICE_TYPE
+            assert (await browser.resolve(wyoming, f"{name}.{wyoming}")).port == WYOMING_PORT
+            assert (await browser.resolve(wyoming, f"{renamed}.{wyoming}")).port == WYOMING_PORT
 
 
 async def test_browsers_drop_the_appliance_as_soon_as_it_stops(
@@ -210,13 +257,13 @@ async def test_browsers_drop_the_appliance_as_soon_as_it_stops(
     await announcer.start()
     try:
         await announced(announcer)
-        for service_type in SERVICE_TYPES:
+        for service_type in ANNOUNCED_TYPES:
             await browser.wait_for(ServiceStateChange.Added, f"{name}.{service_type}")
     finally:
         stopped_at = time.monotonic()
         await announcer.close()
 
-    for service_type in SERVICE_TYPES:
+    for service_type in ANNOUNCED_TYPES:
         removed_at = await browser.wait_for(ServiceStateChange.Removed, f"{name}.{service_type}", timeout=2.0)
         assert removed_at - stopped_at < 1.5  # goodbyes, not a TTL expiry (minutes)
     assert board.mdns == MdnsHealth(MdnsState.STOPPED)
@@ -333,8 +380,9 @@ async def test_a_second_host_discovers_the_appliance_and_reaches_its_health_endp
 ) -> None:
     listener = socket.create_server((veth.root_address, 0))
     port = listener.getsockname()[1]
-    async with running_daemon(config_for(name, veth.root_address, port), engine, listener):
+    async with running_daemon(config_for(name, veth.root_address, port), engine, listener) as app:
         browser = await remote_browser("--fetch-health")
+        wyoming_browser = await remote_browser("--type", WYOMING_SERVICE_TYPE)
 
         sighting = await browser.next_sighting()
 
@@ -349,6 +397,10 @@ async def test_a_second_host_discovers_the_appliance_and_reaches_its_health_endp
         # The record the host saw may be the first of the two service types to be registered.
         mdns = await announced_in(engine)
         assert mdns.name == name and mdns.addresses == (veth.root_address,)
+        # Home Assistant on that host finds the Wyoming listener at the same real address.
+        wyoming = await wyoming_browser.next_sighting()
+        assert wyoming["name"] == f"{name}.{WYOMING_SERVICE_TYPE}"
+        assert (wyoming["addresses"], wyoming["port"]) == ([veth.root_address], app[WYOMING].bound_port)
 
 
 @pytest.mark.slow  # mDNS caches keep what they heard in the last second: the flush takes ~2.5 s
@@ -362,11 +414,14 @@ async def test_a_renumbered_interface_is_announced_with_its_new_address(
         txt=TxtFacts(version=__version__, routes=API_ROUTES),
         interfaces=(veth.root_interface,),
         poll_interval_s=0.2,
+        wyoming_port=WYOMING_PORT,
     )
     async with MdnsAnnouncer(settings, engine.health, board.report_mdns) as announcer:
         await announced(announcer)
         browser = await remote_browser("--until-addresses", veth.spare_address)
+        wyoming_browser = await remote_browser("--until-addresses", veth.spare_address, "--type", WYOMING_SERVICE_TYPE)
         assert (await browser.next_sighting())["addresses"] == [veth.root_address]
+        assert (await wyoming_browser.next_sighting())["addresses"] == [veth.root_address]
 
         # A new DHCP lease: the old address goes, a new one comes. (Deleting the old one after adding the new
         # would take both: Linux drops secondary addresses with the primary unless promote_secondaries is set.)
@@ -375,6 +430,8 @@ async def test_a_renumbered_interface_is_announced_with_its_new_address(
 
         async with asyncio.timeout(EVENT_TIMEOUT_S):
             while (await browser.next_sighting())["addresses"] != [veth.spare_address]:
+                pass
+            while (await wyoming_browser.next_sighting())["addresses"] != [veth.spare_address]:
                 pass
         assert board.mdns is not None and board.mdns.addresses == (veth.spare_address,)
 

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from appliance.config import ApplianceConfig, MdnsConfig, ServerConfig, ServiceConfig, TunnelConfig
+from appliance.config import ApplianceConfig, MdnsConfig, ServerConfig, ServiceConfig, TunnelConfig, WyomingConfig
 from appliance.daemon import create_app
 from appliance.health import TunnelHealth, TunnelState
 from appliance.security.bearer_auth import bearer_auth_middleware
@@ -45,6 +45,7 @@ def appliance_config(state_folder: Path, **tunnel: Any) -> ApplianceConfig:
         tunnel=TunnelConfig(**{"listener_port": free_port(), "max_backoff_s": 0.5, **tunnel}),
         service=ServiceConfig(state_folder=state_folder),
         mdns=MdnsConfig(enabled=False),
+        wyoming=WyomingConfig(enabled=False),
     )
 
 

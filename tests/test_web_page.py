@@ -65,7 +65,8 @@ class RunningAppliance:
 def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAppliance]:
     """The daemon's app on 127.0.0.1, served from its own thread and event loop (selenium is synchronous)."""
     state = tmp_path_factory.mktemp("state")
-    config = config_from_dict({"mdns": {"enabled": False}, "service": {"state_folder": str(state)}})
+    config = config_from_dict({"mdns": {"enabled": False}, "wyoming": {"enabled": False},
+                               "service": {"state_folder": str(state)}})
     engine = load_engine(config)
     app = create_app(config, engine=engine)
 

@@ -2,7 +2,7 @@
 
 from .announcer import MdnsAnnouncer
 from .context import mdns_context
-from .names import APPLIANCE_SERVICE_TYPE, HTTP_SERVICE_TYPE, SERVICE_TYPES
+from .names import APPLIANCE_SERVICE_TYPE, HTTP_SERVICE_TYPE, SERVICE_TYPES, WYOMING_SERVICE_TYPE
 from .settings import MdnsSettings
 from .txt import TxtFacts, txt_properties
 
@@ -10,6 +10,7 @@ __all__ = [
     "APPLIANCE_SERVICE_TYPE",
     "HTTP_SERVICE_TYPE",
     "SERVICE_TYPES",
+    "WYOMING_SERVICE_TYPE",
     "MdnsAnnouncer",
     "MdnsSettings",
     "TxtFacts",

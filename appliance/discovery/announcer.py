@@ -14,7 +14,6 @@ from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from ..health import HealthSnapshot, MdnsHealth, MdnsState
 from .addresses import HostAddress, host_addresses, select_addresses, zeroconf_interfaces
-from .names import SERVICE_TYPES
 from .settings import MdnsSettings
 from .txt import txt_properties
 
@@ -24,7 +23,8 @@ FLUSH_REPEAT_DELAY_S: Final = 1.0
 
 
 class MdnsAnnouncer:
-    """Registers the appliance under `_http._tcp` and `_rkspeech._tcp`, then follows the host's addresses,
+    """Registers the appliance under `_http._tcp`, `_rkspeech._tcp` (and `_wyoming._tcp` when the Wyoming
+    listener runs), then follows the host's addresses,
     and says goodbye on close. The TXT record lists the voices of the engine's health snapshot.
 
     One background task does all zeroconf work, so registration, address and TXT updates never overlap.
@@ -60,7 +60,7 @@ class MdnsAnnouncer:
         self._task = asyncio.create_task(self._run(), name="mdns announcer")
 
     async def announced(self) -> str:
-        """Wait until both services are registered; returns the final instance name."""
+        """Wait until every service is registered; returns the final instance name."""
         await self._announced.wait()
         assert self.instance_name is not None
         return self.instance_name
@@ -114,9 +114,10 @@ class MdnsAnnouncer:
     async def _register(self, addresses: tuple[HostAddress, ...], txt: dict[str, str]) -> None:
         zc = AsyncZeroconf(interfaces=zeroconf_interfaces(addresses), ip_version=_ip_version(addresses))
         self._zc = zc
-        infos = [self._info(t, f"{self._settings.instance_name}.{t}", addresses, txt) for t in SERVICE_TYPES]
-        # Probing takes about a second per service, so both types probe at once; another appliance with our
-        # name holds both types, so both get the same new name.
+        infos = [self._info(t, f"{self._settings.instance_name}.{t}", port, addresses, txt)
+                 for t, port in self._settings.services]
+        # Probing takes about a second per service, so all types probe at once; another appliance with our
+        # name holds them all, so all get the same new name.
         broadcasts = await asyncio.gather(*(zc.async_register_service(info, allow_name_change=True) for info in infos))
         self._infos, self._addresses, self._txt = infos, addresses, txt
         if len({_instance_of(info) for info in infos}) > 1:
@@ -144,16 +145,16 @@ class MdnsAnnouncer:
     async def _update_services(
         self, zc: AsyncZeroconf, addresses: tuple[HostAddress, ...], txt: dict[str, str]
     ) -> list[Awaitable[Any]]:
-        self._infos = [self._info(info.type, info.name, addresses, txt) for info in self._infos]
+        self._infos = [self._info(info.type, info.name, info.port, addresses, txt) for info in self._infos]
         return [await zc.async_update_service(info) for info in self._infos]
 
     def _info(
-        self, service_type: str, name: str, addresses: tuple[HostAddress, ...], txt: dict[str, str]
+        self, service_type: str, name: str, port: int, addresses: tuple[HostAddress, ...], txt: dict[str, str]
     ) -> AsyncServiceInfo:
         return AsyncServiceInfo(
             service_type,
             name,
-            port=self._settings.port,
+            port=port,
             properties=dict(txt),
             server=self._settings.host_name,
             parsed_addresses=[a.address for a in addresses],

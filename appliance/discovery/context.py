@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ..app_keys import CONFIG, ENGINE
+from ..app_keys import CONFIG, ENGINE, WYOMING_PORT
 from ..health import MdnsHealth, MdnsState
 from ..transports.routes import ApiRoutes
 from .announcer import MdnsAnnouncer
@@ -16,8 +16,9 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def mdns_context(routes: ApiRoutes) -> CleanupContext:
-    """For `app.cleanup_ctx`, after the engine's: announce while the app runs, with `routes` (the table the
-    app's router was built from) in the TXT record; goodbyes at shutdown; nothing if mdns is off.
+    """For `app.cleanup_ctx`, after the engine's and the Wyoming listener's: announce while the app runs, with
+    `routes` (the table the app's router was built from) in the TXT record, and `_wyoming._tcp` on the port the
+    Wyoming listener bound; goodbyes at shutdown; nothing if mdns is off.
 
     Registration runs in the background, so startup does not wait for the ~1 s of probing."""
 
@@ -28,7 +29,8 @@ def mdns_context(routes: ApiRoutes) -> CleanupContext:
             board.report_mdns(MdnsHealth(MdnsState.DISABLED))
             yield
             return
-        announcer = MdnsAnnouncer(MdnsSettings.from_config(config, routes), engine.health, board.report_mdns)
+        settings = MdnsSettings.from_config(config, routes, wyoming_port=app.get(WYOMING_PORT))
+        announcer = MdnsAnnouncer(settings, engine.health, board.report_mdns)
         await announcer.start()
         try:
             yield

@@ -10,6 +10,9 @@ HTTP_SERVICE_TYPE: Final = "_http._tcp.local."
 APPLIANCE_SERVICE_TYPE: Final = "_rkspeech._tcp.local."
 """Our own type (service names are at most 15 characters, RFC 6763 §7.2) for clients that want only us."""
 SERVICE_TYPES: Final = (HTTP_SERVICE_TYPE, APPLIANCE_SERVICE_TYPE)
+"""Announced always, on the LAN listener's port."""
+WYOMING_SERVICE_TYPE: Final = "_wyoming._tcp.local."
+"""Home Assistant's Wyoming integration browses for this; announced on the Wyoming listener's port when it runs."""
 
 _MAX_LABEL_BYTES: Final = 63
 _RENAME_ROOM_BYTES: Final = 4

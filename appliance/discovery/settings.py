@@ -12,7 +12,7 @@ from typing import Final
 from .. import __version__
 from ..config import ApplianceConfig
 from ..transports.routes import ApiRoutes
-from .names import host_name, instance_name
+from .names import SERVICE_TYPES, WYOMING_SERVICE_TYPE, host_name, instance_name
 from .txt import TxtFacts
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,16 @@ class MdnsSettings:
     """Also announce IPv6 addresses of the chosen interfaces (IPv4 only by default)."""
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
     """How often the host's addresses are read to notice a change (DHCP renewals, Wi-Fi roaming)."""
+    wyoming_port: int | None = None
+    """Port of the Wyoming listener, announced as `_wyoming._tcp` on the same addresses; None: not served."""
+
+    @property
+    def services(self) -> tuple[tuple[str, int], ...]:
+        """(service type, port) of every service announced."""
+        services = tuple((service_type, self.port) for service_type in SERVICE_TYPES)
+        if self.wyoming_port is not None:
+            services += ((WYOMING_SERVICE_TYPE, self.wyoming_port),)
+        return services
 
     @classmethod
     def from_config(
@@ -42,10 +52,12 @@ class MdnsSettings:
         routes: ApiRoutes,
         hostname: str | None = None,
         node: int | None = None,
+        wyoming_port: int | None = None,
     ) -> MdnsSettings:
         """Announce what the LAN listener serves (`routes`: the daemon's route table): `server.host` 0.0.0.0
         means every IPv4 interface, '::' adds IPv6, and a specific address limits the announcement to that
-        address."""
+        address. The Wyoming listener is announced on the same addresses when it runs and listens on them
+        (`wyoming_port`: the port it bound, if not the configured one)."""
         hostname = socket.gethostname() if hostname is None else hostname
         interfaces, ipv6 = _interfaces_for_listener(config.server.host)
         return cls(
@@ -60,7 +72,19 @@ class MdnsSettings:
             ),
             interfaces=interfaces,
             ipv6=ipv6,
+            wyoming_port=_wyoming_port(config, wyoming_port),
         )
+
+
+def _wyoming_port(config: ApplianceConfig, bound: int | None) -> int | None:
+    wyoming = config.wyoming
+    if not wyoming.enabled:
+        return None
+    if wyoming.host not in ("", "0.0.0.0", "::", config.server.host):
+        log.warning("wyoming.host %r differs from server.host %r; _wyoming._tcp is not announced",
+                    wyoming.host, config.server.host)
+        return None
+    return bound if bound is not None else wyoming.port
 
 
 def _interfaces_for_listener(host: str) -> tuple[tuple[str, ...] | None, bool]:
