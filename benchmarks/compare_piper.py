@@ -84,7 +84,8 @@ def free_port() -> int:
 def user_default_config(folder: Path) -> Path:
     """A config file with nothing but what a benchmark needs changed from the shipped defaults."""
     path = folder / "config.toml"
-    path.write_text(f'[mdns]\nenabled = false\n\n[service]\nstate_folder = "{folder / "state"}"\n')
+    path.write_text(f'[mdns]\nenabled = false\n\n[service]\nstate_folder = "{folder / "state"}"\n\n'
+                    f'[wyoming]\nhost = "127.0.0.1"\nport = {free_port()}\n')
     (folder / "state").mkdir()
     return path
 
@@ -461,8 +462,9 @@ class Report:
 def daemon_facts(report: Mapping[str, Any]) -> dict[str, Any]:
     streams = report.get("streams", {})
     return {"version": report.get("version"), "backend": report.get("backend"),
-            "max_streams": streams.get("max"), "config": "shipped defaults; mdns.enabled = false, temporary "
-                                                           "service.state_folder, listening on 127.0.0.1"}
+            "max_streams": streams.get("max"),
+            "config": "shipped defaults; mdns.enabled = false, Wyoming on a free loopback port, temporary "
+                      "service.state_folder, listening on 127.0.0.1"}
 
 
 def print_table(report: Report) -> None:
