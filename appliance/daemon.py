@@ -23,6 +23,7 @@ from .synthesis.loading import load_engine
 from .transports.errors import json_errors
 from .transports.http_api import add_http_routes
 from .transports.listener import MAX_BODY_BYTES, AcceptErrorLog, Listener, ListenerLimits
+from .transports.openai_speech import add_openai_routes
 from .transports.websocket_tts import add_websocket_routes
 from .tunnel.lifecycle import tunnel_context
 from .tunnel.remote_listener import remote_listener_context
@@ -34,6 +35,7 @@ def add_routes(app: web.Application) -> None:
     """The API, served the same on the LAN listener and on the tunnel's (token-only) listener."""
     add_http_routes(app)
     add_websocket_routes(app)
+    add_openai_routes(app)
 
 
 def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None,
