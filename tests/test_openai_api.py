@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import openai
@@ -20,6 +21,7 @@ import pytest
 from appliance.audio.wav import HEADER_BYTES
 from appliance.config import ConfigError, config_from_dict, load_config
 from appliance.security.token import ensure_token
+from appliance.transports.openai_speech import OpenAIError, parse_speech_request, voice_table
 from tests.audio_checks import decode_with_ffmpeg
 from tests.daemon_process import DaemonProcess, running_daemon
 
@@ -300,3 +302,56 @@ def test_the_voice_table_is_read_strictly_from_the_file_and_the_environment() ->
         config_from_dict({"openai": {"voices": {"alloy": ":p3922"}}})
     with pytest.raises(ConfigError, match=r"openai\.voices: expected a TOML inline table"):
         load_config(environ={"APPLIANCE_OPENAI_VOICES": "alloy=en_US-joe-medium"})
+
+
+# -- how a request's model and voice pick one of our voices (no synthesis) -------------------------
+
+
+def stub_engine(**length_scales: float) -> SimpleNamespace:
+    """What the request reading looks at: the voices by name and each one's default length_scale."""
+    return SimpleNamespace(voices={name: SimpleNamespace(config=SimpleNamespace(length_scale=scale))
+                                   for name, scale in length_scales.items()})
+
+
+ENGINE = stub_engine(joe=1.0, trio=1.5)
+TABLE = voice_table(config_from_dict({"voices": {"default": "joe"},
+                                      "openai": {"voices": {"echo": "trio:bob", "fable": "trio"}}}))
+
+
+def picked(model: str = "tts-1", voice: object = "alloy", **more: object) -> tuple:
+    asked = parse_speech_request({"model": model, "voice": voice, "input": "Hi.", **more}, ENGINE, TABLE)
+    return asked.synthesis.voice, asked.synthesis.speaker
+
+
+@pytest.mark.parametrize(("model", "voice", "expected"), [
+    ("tts-1", "alloy", ("joe", None)),  # not in the table: the default voice
+    ("tts-1", "echo", ("trio", "bob")),  # the table's voice:speaker
+    ("tts-1", "fable", ("trio", None)),
+    ("tts-1", "trio:carol", ("trio", "carol")),  # our own names, with or without a speaker
+    ("tts-1-hd", "joe", ("joe", None)),
+    ("tts-1", {"id": "trio:2"}, ("trio", "2")),
+    ("trio", "alice", ("trio", "alice")),  # the model names the voice, the voice its speaker
+    ("trio", "echo", ("trio", "bob")),  # the table maps into the model's voice: its speaker
+    ("trio", "alloy", ("trio", None)),  # it maps elsewhere: the model's voice, default speaker
+    ("trio", "joe", ("joe", None)),  # one of our voices by name wins over the model
+])
+def test_model_and_voice_pick_a_voice_and_speaker(model: str, voice: object, expected: tuple) -> None:
+    assert picked(model, voice) == expected
+
+
+def test_speed_divides_the_voices_own_length_scale_within_the_engines_range() -> None:
+    def length_scale(voice: str, speed: float) -> float | None:
+        return parse_speech_request({"model": "tts-1", "voice": voice, "input": "Hi.", "speed": speed}, ENGINE,
+                                    TABLE).synthesis.length_scale
+
+    assert length_scale("joe", 1.0) is None  # the voice's own pace
+    assert length_scale("joe", 2.0) == 0.5
+    assert length_scale("fable", 2.0) == 0.75  # trio's default is 1.5
+    assert length_scale("fable", 0.25) == 5.0  # 6.0, kept at the engine's limit
+    assert length_scale("joe", 4) == 0.25
+
+
+def test_a_speaker_is_only_guessed_within_a_voice_the_model_names() -> None:
+    with pytest.raises(OpenAIError) as refused:
+        picked("tts-1", "bob")
+    assert (refused.value.status, refused.value.param, refused.value.code) == (400, "voice", "unknown_voice")
