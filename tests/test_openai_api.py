@@ -17,6 +17,8 @@ from types import SimpleNamespace
 import numpy as np
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from appliance.audio.wav import HEADER_BYTES
 from appliance.config import ConfigError, config_from_dict, load_config
@@ -69,7 +71,7 @@ def client(daemon: DaemonProcess) -> openai.OpenAI:
     return client_for(daemon.lan_url)
 
 
-def post_json(url: str, body: dict, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def post_json(url: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json", **(headers or {})})
     try:
@@ -246,6 +248,37 @@ def test_a_missing_parameter_is_named(daemon: DaemonProcess) -> None:
                                          "code": "missing_required_parameter"}
 
 
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6,
+)
+FIELD_VALUES = {
+    "model": st.sampled_from(["tts-1", "gpt-4o-mini-tts", "en_US-joe-medium", "tts-2"]) | ANY_JSON,
+    "voice": st.sampled_from(["alloy", "echo", "nova", "en_US-joe-medium:0", "en_US-joe-medium:1"]) | ANY_JSON,
+    "input": st.text(max_size=40) | ANY_JSON,
+    "response_format": st.sampled_from(FORMATS) | ANY_JSON,
+    "speed": st.floats(0.2, 4.5) | ANY_JSON,
+    "stream_format": st.sampled_from(["audio", "sse"]) | ANY_JSON,
+    "instructions": ANY_JSON,
+    "stream": ANY_JSON,
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.fixed_dictionaries({}, optional=FIELD_VALUES) | ANY_JSON)
+def test_any_json_in_any_field_is_audio_or_an_openai_shaped_4xx(daemon: DaemonProcess, changes: object) -> None:
+    body = {"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": "pcm"}
+    body = {**body, **changes} if isinstance(changes, dict) else changes
+    status, headers, answer = post_json(f"{daemon.lan_url}/v1/audio/speech", body)
+    if status == 200:
+        assert headers["Content-Type"].startswith(("audio/", "text/event-stream"))
+    else:
+        assert 400 <= status < 500 and headers["Content-Type"].startswith("application/json"), (status, answer)
+        error = json.loads(answer)["error"]
+        assert set(error) == {"message", "type", "param", "code"} and isinstance(error["message"], str)
+
+
 def test_with_every_stream_busy_the_client_gets_429_with_retry_after(daemon: DaemonProcess,
                                                                       client: openai.OpenAI) -> None:
     long_speech = {"model": "tts-1", "voice": "alloy", "input": LONG_TEXT, "response_format": "pcm"}
@@ -349,6 +382,13 @@ def test_speed_divides_the_voices_own_length_scale_within_the_engines_range() ->
     assert length_scale("fable", 2.0) == 0.75  # trio's default is 1.5
     assert length_scale("fable", 0.25) == 5.0  # 6.0, kept at the engine's limit
     assert length_scale("joe", 4) == 0.25
+
+
+@pytest.mark.parametrize("speed", [float("nan"), float("inf"), 10**400, 0, True, "2"])
+def test_a_speed_that_is_no_number_in_range_is_refused_by_name(speed: object) -> None:
+    with pytest.raises(OpenAIError) as refused:
+        picked(speed=speed)
+    assert (refused.value.status, refused.value.param) == (400, "speed")
 
 
 def test_a_speaker_is_only_guessed_within_a_voice_the_model_names() -> None:

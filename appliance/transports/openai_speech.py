@@ -26,7 +26,6 @@ import asyncio
 import base64
 import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -129,8 +128,7 @@ def parse_speech_request(raw: Mapping[str, Any], engine: SpeechEngine, table: Ma
     """The one reading of a speech request's JSON; OpenAIError names the parameter that is wrong."""
     for key in raw:
         if key not in PARAMETERS:
-            shown = key if len(key) <= 40 else key[:40] + "…"
-            raise OpenAIError(400, f"Unrecognized request argument supplied: {shown}", param=shown,
+            raise OpenAIError(400, f"Unrecognized request argument supplied: {_shown(key)}", param=_shown(key),
                               code="unknown_parameter")
     for key in ("model", "input", "voice"):
         if raw.get(key) is None:
@@ -188,10 +186,10 @@ def _length_scale(speed: Any, default: float) -> float | None:
     engine's range (a voice whose default is far from 1 reaches it before speed does)."""
     if speed is None:
         return None
-    if isinstance(speed, bool) or not isinstance(speed, int | float) or not math.isfinite(speed):
+    if isinstance(speed, bool) or not isinstance(speed, int | float):
         raise OpenAIError(400, "speed must be a number", param="speed", code="invalid_type")
     low, high = SPEED_RANGE
-    if not low <= speed <= high:
+    if not low <= speed <= high:  # NaN and infinities too (JSON as Python reads it has them), and huge integers
         raise OpenAIError(400, f"speed must be between {low} and {high}, got {speed}", param="speed",
                           code="invalid_value")
     if speed == 1:
