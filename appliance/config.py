@@ -152,6 +152,19 @@ class TunnelConfig:
 
 
 @dataclass(frozen=True)
+class OpenAIConfig:
+    voices: dict[str, str] = field(default_factory=dict)
+    """Voice names an OpenAI client may send (alloy, echo, ... or any others) → one of ours, `"voice"` or
+    `"voice:speaker"` (a speaker name or id). OpenAI's names missing here speak with `voices.default`."""
+
+    def __post_init__(self) -> None:
+        for name, target in self.voices.items():
+            if not name or not target.partition(":")[0]:
+                raise ConfigError(f"openai.voices.{name or '(empty)'}: expected \"voice\" or \"voice:speaker\", "
+                                  f"got {target!r}")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     state_folder: Path = Path("/var/lib/appliance")
     """Device key, token and caches. systemd's StateDirectory= provides it on the board."""
@@ -170,6 +183,7 @@ class ApplianceConfig:
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
 
 
 def load_config(
@@ -284,4 +298,23 @@ def _convert(expected: Any, value: Any, key: str) -> Any:
         if isinstance(value, str | Path):
             return Path(value)
         raise ConfigError(f"{key}: expected a path, got {value!r}")
+    if typing.get_origin(expected) is dict and typing.get_args(expected) == (str, str):
+        return _string_table(value, key)
     raise ConfigError(f"{key}: unsupported type {expected}")  # a programming error, caught by tests
+
+
+def _string_table(value: Any, key: str) -> dict[str, str]:
+    """A TOML table of strings; from the environment, the same written as a TOML inline table:
+    `APPLIANCE_OPENAI_VOICES='{alloy = "en_US-joe-medium", echo = "en_US-libritts-high:p3922"}'`."""
+    if isinstance(value, str):
+        try:
+            value = tomllib.loads(f"table = {value}")["table"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigError(f"{key}: expected a TOML inline table, {{name = \"value\", ...}}, got {value!r}"
+                              ) from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a table of strings, got {value!r}")
+    for name, item in value.items():
+        if not isinstance(item, str):
+            raise ConfigError(f"{key}.{name}: expected a string, got {item!r}")
+    return dict(value)

@@ -1,4 +1,4 @@
-"""Measuring audio in tests: SNR, alignment, decoding Ogg Opus with an independent decoder (opusdec)."""
+"""Measuring audio in tests: SNR, alignment, decoding with independent decoders (opusdec, Debian's ffmpeg)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,14 @@ def best_correlation(a: np.ndarray, b: np.ndarray, max_lag: int) -> float:
         if denominator > 0:
             best = max(best, float(np.dot(x, y) / denominator))
     return best
+
+
+def decode_with_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
+    """Decodes any container FFmpeg knows (Debian's ffmpeg and ffprobe, not the PyAV copy we encode with) to mono
+    float samples at the stream's own rate."""
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate",
+                            "-of", "csv=p=0", "pipe:0"], input=data, capture_output=True, check=True)
+    rate = int(probe.stdout.decode().strip())
+    decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1", "pipe:1"],
+                             input=data, capture_output=True, check=True)
+    return np.frombuffer(decoded.stdout, dtype="<i2").astype(np.float32) / 32768.0, rate

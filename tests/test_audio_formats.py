@@ -1,4 +1,5 @@
-"""Audio encoders, checked with real libopus and an independent decoder (opusdec from opus-tools)."""
+"""Audio encoders, checked with real libopus, LAME and FFmpeg and independent decoders (opusdec from opus-tools,
+Debian's ffmpeg)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from appliance.audio import AudioFormat, EncoderSettings, make_encoder, wav_bytes
 from appliance.audio.opus import OggOpusEncoder
+from tests.audio_checks import decode_with_ffmpeg
 
 OPUS_RATE = 48_000
 OPUS_FRAME = 960  # 20 ms at 48 kHz
@@ -230,7 +232,7 @@ def test_two_streams_get_different_serial_numbers() -> None:
 
 @pytest.mark.parametrize("fmt", list(AudioFormat))
 def test_a_closed_encoder_sends_nothing_more_however_often_it_is_closed(fmt: AudioFormat) -> None:
-    speech = speech_like(22050, 0.1)
+    speech = speech_like(22050, 0.5)  # more than a codec frame: FLAC holds back up to 2,304 samples at 22.05 kHz
     abandoned = make_encoder(fmt, 22050, EncoderSettings())
     assert abandoned.encode(speech)
     abandoned.close()
@@ -329,3 +331,86 @@ def test_offline_wav_file_has_correct_sizes(tmp_path: Path) -> None:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 16000)
         assert w.getnframes() == len(speech)
     assert struct.unpack_from("<I", path.read_bytes(), 4)[0] == path.stat().st_size - 8
+
+
+# --- MP3, AAC and FLAC (FFmpeg through PyAV) ------------------------------------------------------------
+
+CODEC_FRAME = {AudioFormat.MP3: 576, AudioFormat.AAC: 1024, AudioFormat.FLAC: 0}
+"""Samples per codec frame at 22.05 kHz (MPEG-2 Layer III, AAC-LC); decoders of a stream without gapless
+information add the encoder's delay and pad the end to whole frames. FLAC is exact."""
+COMPRESSED = list(CODEC_FRAME)
+
+
+@pytest.mark.parametrize("fmt", COMPRESSED)
+def test_a_compressed_stream_plays_back_as_the_same_speech_for_the_same_time(fmt: AudioFormat) -> None:
+    speech = speech_like(22050, 2.0)
+
+    decoded, rate = decode_with_ffmpeg(encode_in_windows(fmt, speech, 22050))
+
+    assert rate == 22050
+    extra = len(decoded) - len(speech)
+    assert 0 <= extra <= 3 * CODEC_FRAME[fmt], extra  # the delay (about two frames) and the last frame's padding
+    if fmt is AudioFormat.FLAC:
+        assert np.max(np.abs(decoded - speech)) <= 1.5 / 32767  # lossless, 16 bits
+    else:
+        _lag, corr = best_alignment(speech, decoded, max_lag=3 * CODEC_FRAME[fmt])
+        assert corr > 0.98
+
+
+@pytest.mark.parametrize("fmt", COMPRESSED)
+def test_a_compressed_stream_leaves_window_by_window_not_at_the_end(fmt: AudioFormat) -> None:
+    speech = speech_like(22050, 2.0)
+    encoder = make_encoder(fmt, 22050, EncoderSettings())
+    assert encoder.content_type == {AudioFormat.MP3: "audio/mpeg", AudioFormat.AAC: "audio/aac",
+                                    AudioFormat.FLAC: "audio/flac"}[fmt]
+
+    sent = [len(encoder.encode(speech[i : i + ENGINE_WINDOW])) for i in range(0, len(speech), ENGINE_WINDOW)]
+    last = len(encoder.finish())
+
+    assert all(sent), sent  # every window brings bytes: nothing waits for a buffer to fill
+    assert last < 0.2 * sum(sent), (sent, last)
+
+
+def test_the_streams_start_the_way_players_recognise_them() -> None:
+    speech = speech_like(22050, 0.5)
+    starts = {fmt: make_encoder(fmt, 22050, EncoderSettings()).encode(speech)[:4] for fmt in COMPRESSED}
+    assert starts[AudioFormat.FLAC] == b"fLaC"
+    assert starts[AudioFormat.MP3][:2] == b"\xff\xf3"  # an MPEG-2 Layer III frame, no ID3 tag before it
+    assert starts[AudioFormat.AAC][:2] == b"\xff\xf1"  # an ADTS frame header
+
+
+@pytest.mark.parametrize("fmt", COMPRESSED)
+def test_an_utterance_without_audio_ends_cleanly(fmt: AudioFormat) -> None:
+    encoder = make_encoder(fmt, 22050, EncoderSettings())
+    ending = encoder.finish()
+    assert ending[:4] == b"fLaC" if fmt is AudioFormat.FLAC else ending == b""
+
+
+def test_a_rate_the_codec_lacks_is_resampled_to_the_next_one_it_takes() -> None:
+    speech = speech_like(19000, 1.0)
+
+    decoded, rate = decode_with_ffmpeg(encode_in_windows(AudioFormat.MP3, speech, 19000))
+
+    assert rate == 22050
+    assert 0 <= len(decoded) / rate - len(speech) / 19000 <= 3 * 576 / 22050
+
+
+@pytest.mark.parametrize("voice_rate", [22050, 16000])
+def test_pcm_resampled_to_24_khz_keeps_the_duration_and_the_speech(voice_rate: int) -> None:
+    speech = speech_like(voice_rate, 1.5)
+    encoder = make_encoder(AudioFormat.PCM, voice_rate, EncoderSettings(output_rate=24_000))
+    assert encoder.content_type == "audio/L16; rate=24000; channels=1"
+
+    chunks = [encoder.encode(speech[i : i + ENGINE_WINDOW]) for i in range(0, len(speech), ENGINE_WINDOW)]
+    pcm = b"".join(chunks) + encoder.finish()
+
+    assert all(chunks)
+    decoded = np.frombuffer(pcm, "<i2") / 32767
+    assert abs(len(decoded) - len(speech) * 24_000 / voice_rate) <= 1
+    lag, corr = best_alignment(resample_fft(speech, voice_rate, 24_000), decoded, max_lag=48)
+    assert corr > 0.999 and abs(lag) <= 2
+
+
+def test_output_rate_is_checked() -> None:
+    with pytest.raises(ValueError, match="output_rate"):
+        EncoderSettings(output_rate=100)

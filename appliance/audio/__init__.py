@@ -1,4 +1,4 @@
-"""Audio output encoders: Ogg Opus, streaming WAV and raw PCM, fed window by window."""
+"""Audio output encoders fed window by window: Ogg Opus, streaming WAV, raw PCM, and MP3, AAC and FLAC (FFmpeg)."""
 
 from appliance.audio.formats import AudioEncoder, AudioFormat, EncoderSettings, make_encoder
 from appliance.audio.wav import wav_bytes

@@ -49,8 +49,9 @@ def _offered_token(header: str | None) -> str | None:
 
 def _unauthorized(message: str, error: str | None) -> web.Response:
     challenge = "Bearer" if error is None else f'Bearer error="{error}"'
+    # `type` and `param` as well: the body is then also in OpenAI's error shape, which the /v1 routes answer in.
     return web.json_response(
-        {"error": {"code": "unauthorized", "message": message}},
+        {"error": {"code": "unauthorized", "message": message, "type": "invalid_request_error", "param": None}},
         status=401,
         headers={hdrs.WWW_AUTHENTICATE: challenge},
     )
