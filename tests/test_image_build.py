@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -161,3 +163,15 @@ def test_wifi_credentials_become_a_private_wpa_supplicant_file(board: Path) -> N
     wifi.unlink()
     boot_setup.apply_wifi(wifi)
     assert not boot_setup.WPA_CONFIG.exists()
+
+
+def test_every_runtime_dependency_is_pinned_for_the_image() -> None:
+    """The image's venv installs from python-aarch64.lock only (no index): a dependency missing there fails the
+    image build after the whole test suite, so it is caught here."""
+
+    project = tomllib.loads((IMAGE_BUILD.parent / "pyproject.toml").read_text())["project"]
+    wanted = {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower().replace("_", "-")
+              for spec in project["dependencies"]}
+    lock = (IMAGE_BUILD / "python-aarch64.lock").read_text().splitlines()
+    pinned = {line.split("==")[0].lower() for line in lock if line and not line.startswith("#")}
+    assert wanted <= pinned, f"not in python-aarch64.lock: {sorted(wanted - pinned)}"

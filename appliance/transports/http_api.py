@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
 from ..app_keys import CONFIG, ENGINE
-from ..audio.formats import EncoderSettings
+from ..audio.formats import EncoderSettings, content_type
 from ..synthesis.engine import PreparedRequest
 from ..synthesis.output import StreamFailed, play
 from .errors import REQUEST_ID
@@ -49,30 +49,46 @@ async def speak(request: web.Request) -> web.StreamResponse:
         return await stream_audio(request, prepared)
 
 
-async def stream_audio(request: web.Request, prepared: PreparedRequest) -> web.StreamResponse:
-    """Streams one admitted request. Once the headers are out, a failure can only be told by cutting the
-    stream: the connection is closed without the final chunk, so every HTTP client reports an incomplete
-    body (a second response inside the body would corrupt it)."""
+async def stream_audio(
+    request: web.Request,
+    prepared: PreparedRequest,
+    settings: EncoderSettings | None = None,
+    *,
+    media_type: str | None = None,
+    frame: Callable[[bytes], bytes] | None = None,
+    trailer: bytes = b"",
+) -> web.StreamResponse:
+    """Streams one admitted request: every HTTP route that speaks ends here. `media_type`, `frame` and
+    `trailer` let a route wrap the audio (OpenAI's server-sent events). Once the headers are out, a failure can
+    only be told by cutting the stream: the connection is closed without the final chunk, so every HTTP client
+    reports an incomplete body (a second response inside the body would corrupt it)."""
     engine, config = request.app[ENGINE], request.app[CONFIG]
+    settings = settings or EncoderSettings(opus_bitrate=config.audio.opus_bitrate)
     request_id = request[REQUEST_ID]
     facts = prepared.facts
+    rate = settings.stream_rate(facts.sample_rate)
     response = web.StreamResponse(headers={
-        "Content-Type": facts.content_type,
+        "Content-Type": media_type or content_type(facts.audio_format, rate),
         "Cache-Control": "no-store",
         "X-Request-Id": request_id,
         "X-Voice": facts.voice,
-        "X-Sample-Rate": str(facts.sample_rate),
+        "X-Sample-Rate": str(rate),
         "X-Decoder-Backend": facts.backend,
     })
     response.enable_chunked_encoding()
     await response.prepare(request)
     send_timeout = config.server.send_timeout_s
 
-    async def send(data: bytes) -> None:  # raises once the client has gone: the stream then stops
+    async def write(data: bytes) -> None:  # raises once the client has gone: the stream then stops
         await asyncio.wait_for(response.write(data), send_timeout)
 
+    async def send(data: bytes) -> None:
+        await write(frame(data) if frame else data)
+
     try:
-        await play(engine, prepared, send, EncoderSettings(opus_bitrate=config.audio.opus_bitrate))
+        await play(engine, prepared, send, settings)
+        if trailer:
+            await write(trailer)
         await response.write_eof()
     except ConnectionError:
         log.info("request %s: the client went away during %s; synthesis stopped", request_id, request.path)

@@ -22,24 +22,23 @@ Every route goes through the same engine, admission control and output pipeline 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
 
 from ..app_keys import CONFIG, ENGINE
-from ..audio.formats import AudioFormat, EncoderSettings, content_type
+from ..audio.formats import AudioFormat, EncoderSettings
 from ..config import ApplianceConfig
 from ..synthesis.admission import Busy
 from ..synthesis.engine import PreparedRequest, SpeechEngine
-from ..synthesis.output import StreamFailed, play
 from ..synthesis.request import LENGTH_RANGE, RequestError, SynthesisRequest
-from .errors import HTTP_STATUS, REQUEST_ID
+from .errors import HTTP_STATUS
+from .http_api import stream_audio
 from .json_body import read_json_object
 
 log = logging.getLogger(__name__)
@@ -243,63 +242,25 @@ async def speech(request: web.Request) -> web.StreamResponse:
         return response
 
 
-async def _stream(request: web.Request, prepared: PreparedRequest, settings: EncoderSettings, *,
-                  sse: bool) -> web.StreamResponse:
-    """Streams one admitted request. As on `/api/tts`, a failure after the headers cuts the connection without
-    the final chunk (an SSE stream then lacks its `speech.audio.done`), so no client takes it for whole."""
-    engine, config = request.app[ENGINE], request.app[CONFIG]
-    request_id = request[REQUEST_ID]
-    facts = prepared.facts
-    rate = settings.stream_rate(facts.sample_rate)
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream" if sse else content_type(facts.audio_format, rate),
-        "Cache-Control": "no-store",
-        "X-Request-Id": request_id,
-        "X-Voice": facts.voice,
-        "X-Sample-Rate": str(rate),
-        "X-Decoder-Backend": facts.backend,
-    })
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    send_timeout = config.server.send_timeout_s
+def _stream(request: web.Request, prepared: PreparedRequest, settings: EncoderSettings, *,
+            sse: bool) -> Awaitable[web.StreamResponse]:
+    """Streams one admitted request as `/api/tts` does; a failure after the headers cuts the connection (an SSE
+    stream then lacks its `speech.audio.done`), so no client takes it for whole."""
+    if not sse:
+        return stream_audio(request, prepared, settings)
+    # OpenAI reports tokens; nothing here is counted in tokens, so the usage is zero.
+    done = sse_event({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0,
+                                                             "total_tokens": 0}})
+    return stream_audio(request, prepared, settings, media_type="text/event-stream", frame=_audio_delta,
+                        trailer=done)
 
-    async def write(data: bytes) -> None:  # raises once the client has gone: the stream then stops
-        await asyncio.wait_for(response.write(data), send_timeout)
 
-    async def write_event(data: bytes) -> None:
-        await write(sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}))
-
-    try:
-        await play(engine, prepared, write_event if sse else write, settings)
-        if sse:
-            # OpenAI reports tokens; nothing here is counted in tokens, so the usage is zero.
-            usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-            await write(sse_event({"type": "speech.audio.done", "usage": usage}))
-        await response.write_eof()
-    except ConnectionError:
-        log.info("request %s: the client went away during %s; synthesis stopped", request_id, request.path)
-    except TimeoutError:
-        log.info("request %s: the client took no audio for %g s; cut off", request_id, send_timeout)
-        _cut(request, flush=False)
-    except StreamFailed as e:
-        log.warning("request %s: synthesis failed after the headers were sent; stream cut: %s", request_id, e)
-        _cut(request, flush=True)
-    return response
+def _audio_delta(data: bytes) -> bytes:
+    return sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
 
 
 def sse_event(event: Mapping[str, Any]) -> bytes:
     return b"data: " + json.dumps(event, separators=(",", ":")).encode("utf-8") + b"\n\n"
-
-
-def _cut(request: web.Request, *, flush: bool) -> None:
-    """Ends the connection without the chunked terminator. `flush`: the audio already written goes first."""
-    transport = request.transport
-    if transport is None:
-        return
-    if flush:
-        transport.close()
-    else:
-        transport.abort()
 
 
 async def voices(request: web.Request) -> web.Response:
