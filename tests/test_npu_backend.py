@@ -275,9 +275,8 @@ async def test_a_rested_core_is_tried_again_later(
     try:
         board.fail_cores = {0}
         await speak(engine, "One sentence to trip core zero.")
-        decoder = engine.voices[files.name].decoder
-        assert decoder.describe()["cores"]["0"]["failures"] + \
-            engine.voices[files.name].flow.describe()["cores"]["0"]["failures"] >= 1
+        voice = engine.voices[files.name]
+        assert voice.decoder.health().cores[0].failures + voice.flow.health().cores[0].failures >= 1
         board.fail_cores = set()
         await asyncio.sleep(0.5)
         board.windows_by_core.clear()

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..health import NpuCoreHealth, NpuStageHealth
 from ..voices.bundle_manifest import CompiledStage
 from .base import Feeds
 
@@ -131,19 +132,13 @@ class NpuStageBackend:
             if not core.busy_with_hung_call:
                 core.runtime.release()
 
-    def describe(self) -> dict[str, Any]:
-        now = time.monotonic()
-        return {
-            "window": self.fixed_window,
-            "cores": {
-                str(c.index): {
-                    "in_service": c.resting_until <= now and not c.busy_with_hung_call,
-                    "windows": c.windows,
-                    "failures": c.failures,
-                }
-                for c in self.cores
-            },
-        }
+    def health(self) -> NpuStageHealth:
+        """Each core's state, read under the pool's lock (workers change it)."""
+        with self._lock:
+            now = time.monotonic()
+            cores = tuple(NpuCoreHealth(c.index, c.resting_until <= now and not c.busy_with_hung_call, c.windows,
+                                        c.failures) for c in self.cores)
+        return NpuStageHealth(self.fixed_window, cores)
 
     # -- core pool ------------------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..decoders.base import StageBackend
-from .windowing import Feeds, RunWindow
+from ..decoders.base import Feeds, RunWindow, StageBackend
+from ..health import FallbackHealth
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,11 @@ class FallbackCounters:
             self.requests_fallen_back += 1
             self.last_error = str(error)
 
-    def as_dict(self) -> dict:
+    def health(self) -> FallbackHealth:
+        """A consistent copy, safe to take on the event loop while workers count."""
         with self._lock:
-            return {"npu_windows": self.npu_windows, "cpu_fallback_windows": self.cpu_fallback_windows,
-                    "npu_failures": self.npu_failures, "requests_fallen_back": self.requests_fallen_back,
-                    "last_error": self.last_error}
+            return FallbackHealth(self.npu_windows, self.cpu_fallback_windows, self.npu_failures,
+                                  self.requests_fallen_back, self.last_error)
 
 
 @dataclass

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from ..decoders.base import StageBackend
-from ..health import FallbackHealth, NpuCoreHealth, NpuStageHealth, VoiceHealth
+from ..health import NpuStageHealth, VoiceHealth
 from .voice_runtime import LoadedVoice
 
 
 def voice_health(voice: LoadedVoice, reason: str) -> VoiceHealth:
-    """Safe on the event loop while workers decode: the fallback counters are copied under their lock."""
-    counters = voice.fallback_counters.as_dict()
+    """Safe on the event loop while workers decode: counters and core states are copied under their locks."""
     return VoiceHealth(
         name=voice.name,
         backend=voice.decoder.name,
@@ -18,18 +17,11 @@ def voice_health(voice: LoadedVoice, reason: str) -> VoiceHealth:
         flow=voice.flow.name if voice.flow is not None else "cpu (whole)",
         npu_decoder=_npu_stage(voice.decoder),
         npu_flow=_npu_stage(voice.flow),
-        fallback=FallbackHealth(**counters),
+        fallback=voice.fallback_counters.health(),
     )
 
 
 def _npu_stage(backend: StageBackend | None) -> NpuStageHealth | None:
-    """From `NpuStageBackend.describe()`; None for a stage that does not run on the NPU."""
-    describe = getattr(backend, "describe", None)
-    if describe is None:
-        return None
-    described = describe()
-    cores = tuple(
-        NpuCoreHealth(int(index), bool(core["in_service"]), int(core["windows"]), int(core["failures"]))
-        for index, core in described["cores"].items()
-    )
-    return NpuStageHealth(described["window"], cores)
+    """None for a stage that does not run on the NPU (only NPU backends report their cores)."""
+    health = getattr(backend, "health", None)
+    return health() if health is not None else None
