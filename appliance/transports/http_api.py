@@ -67,9 +67,8 @@ async def stream_audio(
     request_id = request[REQUEST_ID]
     facts = prepared.facts
     rate = settings.stream_rate(facts.sample_rate)
-    audio_type = facts.content_type if rate == facts.sample_rate else content_type(facts.audio_format, rate)
     response = web.StreamResponse(headers={
-        "Content-Type": media_type or audio_type,
+        "Content-Type": media_type or content_type(facts.audio_format, rate),
         "Cache-Control": "no-store",
         "X-Request-Id": request_id,
         "X-Voice": facts.voice,

@@ -37,7 +37,7 @@ from ..voices.voice_config import VoiceConfig
 from .errors import REQUEST_ID
 from .http_api import stream_audio
 from .json_body import read_json_object
-from .options import parse_options
+from .options import parse_options, shortened
 from .websocket_tts import Utterance, WsSession, run_session
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,7 @@ def _speaker_by_name(name: Any, voice: VoiceConfig) -> int:
     if not voice.speaker_id_map:
         raise RequestError("unknown_speaker", "Speaker ID map is not available: this voice has a single speaker")
     if name not in voice.speaker_id_map:
-        shown = name if len(name) <= 40 else name[:40] + "…"
-        raise RequestError("unknown_speaker", f"Unknown speaker name {shown!r}; see /api/v1/speakers")
+        raise RequestError("unknown_speaker", f"Unknown speaker name {shortened(name)!r}; see /api/v1/speakers")
     return voice.speaker_id_map[name]
 
 
@@ -114,11 +113,7 @@ def prepare_paroli(engine: SpeechEngine, raw: Mapping[str, Any], request_id: str
     if parsed.ignored_keys:
         log.info("request %s: ignored keys Paroli does not know either: %s", request_id,
                  ", ".join(repr(key[:40]) for key in parsed.ignored_keys[:8]))
-    prepared = engine.prepare(parsed.synthesis, parsed.audio_format)
-    if parsed.audio_format is AudioFormat.PCM:
-        prepared = dataclasses.replace(prepared,
-                                       facts=dataclasses.replace(prepared.facts, content_type=PCM_CONTENT_TYPE))
-    return prepared
+    return engine.prepare(parsed.synthesis, parsed.audio_format)
 
 
 # -- HTTP ----------------------------------------------------------------------------------------------------
@@ -135,7 +130,8 @@ async def synthesise(request: web.Request) -> web.StreamResponse:
         return refusal(400, e.code, e.message)
     try:
         async with engine.admission.slot():
-            return await stream_audio(request, prepared)
+            pcm = prepared.facts.audio_format is AudioFormat.PCM
+            return await stream_audio(request, prepared, media_type=PCM_CONTENT_TYPE if pcm else None)
     except Busy as e:
         response = refusal(503, "busy", str(e))
         response.headers["Retry-After"] = str(e.retry_after_s)
