@@ -22,7 +22,6 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +33,7 @@ from ..synthesis.admission import Busy
 from ..synthesis.engine import PreparedRequest, SpeechEngine
 from ..synthesis.output import play
 from ..synthesis.request import RequestError, SynthesisRequest, checked_text
-from ..text.sentences import SentenceBuffer
+from ..synthesis.streamed_text import StreamedText
 from .json_body import parse_json_object
 from .options import OPTION_KEYS, parse_options, parse_request, refuse_unknown_keys
 from .routes import ApiRoutes
@@ -63,14 +62,8 @@ class Utterance:
     id: str
     prepared: PreparedRequest
     received_at: float
-    more_text: asyncio.Queue[str | None] | None = None
-    """Streamed text: complete sentences, then None after the flush."""
-    streamed_chars: int = 0
-
-    async def text_pieces(self) -> AsyncIterator[str]:
-        assert self.more_text is not None
-        while (piece := await self.more_text.get()) is not None:
-            yield piece
+    streamed: StreamedText | None = None
+    """Text streamed with `text` messages, ended by the flush."""
 
 
 @dataclass
@@ -90,7 +83,6 @@ class WsSession:
     queue: asyncio.Queue[Utterance] = field(default_factory=asyncio.Queue)
     current: Utterance | None = None
     open_text: Utterance | None = None
-    buffer: SentenceBuffer = field(default_factory=SentenceBuffer)
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _player: asyncio.Task[None] | None = None
@@ -168,25 +160,21 @@ class WsSession:
         if self.open_text is None:
             options, audio_format = parse_options(message, self.default_format)
             prepared = self.engine.prepare(SynthesisRequest(text="", **options), audio_format, text_follows=True)
-            utterance = Utterance(self._new_id(message), prepared, time.monotonic(), more_text=asyncio.Queue())
+            utterance = Utterance(self._new_id(message), prepared, time.monotonic(),
+                                  streamed=StreamedText(self.max_text_chars))
             self._enqueue(utterance)
             self.open_text = utterance
-        utterance = self.open_text
-        utterance.streamed_chars += len(text)
-        if utterance.streamed_chars > self.max_text_chars:
+        assert self.open_text.streamed is not None
+        try:
+            self.open_text.streamed.add(text)
+        except RequestError:
             await self._cancel()
-            raise RequestError("text_too_long", f"streamed text exceeds {self.max_text_chars} characters")
-        complete = self.buffer.add(text)
-        if complete:
-            utterance.more_text.put_nowait(complete)
+            raise
 
     def _flush(self) -> None:
-        if self.open_text is None:
+        if self.open_text is None or self.open_text.streamed is None:
             return
-        rest = self.buffer.flush()
-        if rest.strip():
-            self.open_text.more_text.put_nowait(rest)
-        self.open_text.more_text.put_nowait(None)
+        self.open_text.streamed.end()
         self.open_text = None
 
     async def _cancel(self) -> None:
@@ -195,7 +183,6 @@ class WsSession:
         while not self.queue.empty():
             ids.append(self.queue.get_nowait().id)
         self.open_text = None
-        self.buffer.flush()
         await self._stop_player()
         self.current = None
         self._player = asyncio.create_task(self._play())
@@ -244,7 +231,7 @@ class WsSession:
 
     async def _play_one(self, utterance: Utterance) -> None:
         facts = utterance.prepared.facts
-        more = utterance.text_pieces() if utterance.more_text is not None else None
+        more = utterance.streamed.sentences() if utterance.streamed is not None else None
         await self.send_json({"type": "start", "id": utterance.id, "format": facts.audio_format.value,
                               "content_type": facts.content_type, "sample_rate": facts.sample_rate,
                               "voice": facts.voice})

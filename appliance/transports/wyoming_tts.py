@@ -51,7 +51,7 @@ from ..synthesis.admission import Busy
 from ..synthesis.engine import PreparedRequest, SpeechEngine
 from ..synthesis.output import play
 from ..synthesis.request import RequestError, SynthesisRequest, checked_text
-from ..text.sentences import SentenceBuffer
+from ..synthesis.streamed_text import StreamedText
 from ..voices.catalog import VoiceFiles, discover_voices
 from .listener import ListenError
 
@@ -98,7 +98,6 @@ def describe_info(voices: dict[str, VoiceFiles]) -> Info:
     tts_voices = []
     for name, files in voices.items():
         config = files.config
-        speakers = sorted(config.speaker_id_map, key=config.speaker_id_map.get) if config.speaker_id_map else []
         tts_voices.append(TtsVoice(
             name=name,
             description=name,
@@ -106,7 +105,7 @@ def describe_info(voices: dict[str, VoiceFiles]) -> Info:
             installed=True,
             version=__version__,
             languages=[config.language] if config.language else [],
-            speakers=[TtsVoiceSpeaker(name=s) for s in speakers] or None,
+            speakers=[TtsVoiceSpeaker(name=s) for s in config.speaker_names] or None,
         ))
     program = TtsProgram(
         name=PROGRAM_NAME,
@@ -289,7 +288,7 @@ class WyomingConnection(AsyncEventHandler):
     async def _start_stream(self, data: dict[str, Any]) -> None:
         if self._stream is not None:
             raise EventRefused("stream_open", "a synthesize stream is open already; send synthesize-stop first")
-        stream = self._stream = _Stream(asyncio.Queue())
+        stream = self._stream = _Stream(StreamedText(self._limits.max_text_chars))
         try:
             engine = self._server.engine()
             prepared = engine.prepare(synthesis_request(engine, data, ""), AudioFormat.PCM, text_follows=True)
@@ -298,7 +297,8 @@ class WyomingConnection(AsyncEventHandler):
             # still ends the stream with synthesize-stopped.
             stream.refused = True
             raise
-        stream.task = asyncio.create_task(self._play(engine, prepared, stream.sentences()), name="wyoming stream")
+        stream.task = asyncio.create_task(self._play(engine, prepared, stream.text.sentences()),
+                                          name="wyoming stream")
 
     def _stream_text(self, data: dict[str, Any]) -> None:
         stream = self._stream
@@ -310,23 +310,19 @@ class WyomingConnection(AsyncEventHandler):
         text = checked_text(text)
         if stream.refused:
             return
-        stream.chars += len(text)
-        if stream.chars > self._limits.max_text_chars:
+        try:
+            stream.text.add(text)
+        except RequestError:
             stream.refused = True
             if stream.task is not None:
                 stream.task.cancel()
-            raise EventRefused("text_too_long", f"streamed text exceeds {self._limits.max_text_chars} characters")
-        if complete := stream.buffer.add(text):
-            stream.text.put_nowait(complete)
+            raise
 
     async def _stop_stream(self) -> None:
         stream, self._stream = self._stream, None
         if stream is None:
             raise EventRefused("no_stream", "synthesize-stop without synthesize-start")
-        rest = stream.buffer.flush()
-        if rest.strip():
-            stream.text.put_nowait(rest)
-        stream.text.put_nowait(None)
+        stream.text.end()
         if stream.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await stream.task
@@ -376,18 +372,12 @@ class WyomingConnection(AsyncEventHandler):
 class _Stream:
     """A synthesize-start … synthesize-stop stream: its text buffer and the task playing it."""
 
-    def __init__(self, text: asyncio.Queue[str | None]) -> None:
+    def __init__(self, text: StreamedText) -> None:
         self.text = text
-        self.buffer = SentenceBuffer()
-        self.chars = 0
         self.refused = False
         """Refused (a bad voice, too much text): what follows up to the stop is swallowed."""
         self.task: asyncio.Task[None] | None = None
         """Plays the stream; None when it was refused at the start."""
-
-    async def sentences(self) -> AsyncIterator[str]:
-        while (piece := await self.text.get()) is not None:
-            yield piece
 
 
 class WyomingServer(AsyncTcpServer):
@@ -457,7 +447,6 @@ class WyomingServer(AsyncTcpServer):
     @property
     def open_connections(self) -> int:
         return len(self._handlers)
-
 
 
 WYOMING: Final = web.AppKey("wyoming", WyomingServer)
