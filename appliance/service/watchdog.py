@@ -33,8 +33,6 @@ class WorkerProbe(Protocol):
         ...
 
 
-
-
 @dataclass
 class WatchdogPinger:
     notifier: SystemdNotifier

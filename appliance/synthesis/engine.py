@@ -234,14 +234,13 @@ class SpeechEngine:
         described = []
         for name, voice in self.voices.items():
             config = voice.config
-            speakers = sorted(config.speaker_id_map, key=config.speaker_id_map.get) if config.speaker_id_map else []
             described.append({
                 "name": name,
                 "language": config.language,
                 "espeak_voice": config.espeak_voice,
                 "sample_rate": config.sample_rate,
                 "num_speakers": config.num_speakers,
-                "speakers": speakers,
+                "speakers": config.speaker_names,
                 "default": name == self.default_voice,
                 "backend": voice.decoder.name,
                 "defaults": {"length_scale": config.length_scale, "noise_scale": config.noise_scale,

@@ -40,6 +40,7 @@ from ..synthesis.request import LENGTH_RANGE, RequestError, SynthesisRequest
 from .errors import HTTP_STATUS
 from .http_api import stream_audio
 from .json_body import read_json_object
+from .options import shortened
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def parse_speech_request(raw: Mapping[str, Any], engine: SpeechEngine, table: Ma
     """The one reading of a speech request's JSON; OpenAIError names the parameter that is wrong."""
     for key in raw:
         if key not in PARAMETERS:
-            raise OpenAIError(400, f"Unrecognized request argument supplied: {_shown(key)}", param=_shown(key),
+            raise OpenAIError(400, f"Unrecognized request argument supplied: {shortened(key)}", param=shortened(key),
                               code="unknown_parameter")
     for key in ("model", "input", "voice"):
         if raw.get(key) is None:
@@ -135,7 +136,7 @@ def parse_speech_request(raw: Mapping[str, Any], engine: SpeechEngine, table: Ma
                               code="missing_required_parameter")
     model = _string(raw, "model")
     if model not in MODELS and model not in engine.voices:
-        raise OpenAIError(400, f"The model '{_shown(model)}' does not exist; use one of {', '.join(MODELS)} "
+        raise OpenAIError(400, f"The model '{shortened(model)}' does not exist; use one of {', '.join(MODELS)} "
                           "or a voice's name (see /v1/models)", param="model", code="model_not_found")
     text = _string(raw, "input")
     voice_value = raw["voice"]
@@ -176,7 +177,7 @@ def resolve_voice(model: str, voice: str, table: Mapping[str, str], engine: Spee
         return mapped, mapped_speaker or None
     if model_voice is not None:
         return model_voice, voice
-    raise OpenAIError(400, f"unknown voice '{_shown(voice)}'; see /v1/audio/voices", param="voice",
+    raise OpenAIError(400, f"unknown voice '{shortened(voice)}'; see /v1/audio/voices", param="voice",
                       code="unknown_voice")
 
 
@@ -211,10 +212,6 @@ def _choice(raw: Mapping[str, Any], key: str, allowed: Any, default: str) -> str
     if not isinstance(value, str) or value not in allowed:
         raise OpenAIError(400, f"{key} must be one of {', '.join(allowed)}", param=key, code="invalid_value")
     return value
-
-
-def _shown(value: str) -> str:
-    return value if len(value) <= 40 else value[:40] + "…"
 
 
 # -- routes -------------------------------------------------------------------------------------------
@@ -284,7 +281,7 @@ async def models(request: web.Request) -> web.Response:
 async def model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     if name not in MODELS and name not in request.app[ENGINE].voices:
-        return openai_error_response(404, f"The model '{_shown(name)}' does not exist", param="model",
+        return openai_error_response(404, f"The model '{shortened(name)}' does not exist", param="model",
                                      code="model_not_found")
     return web.json_response(_model(name))
 

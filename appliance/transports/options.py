@@ -13,12 +13,20 @@ OPTION_KEYS = ("voice", "speaker", "length_scale", "noise_scale", "noise_w", "fo
 REQUEST_KEYS = ("text", *OPTION_KEYS)
 
 
+SHOWN_CHARS = 40
+"""How much of a client's string an error message repeats back."""
+
+
+def shortened(value: str) -> str:
+    """A client's string as an error message shows it: cut after SHOWN_CHARS characters."""
+    return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "…"
+
+
 def refuse_unknown_keys(raw: Mapping[str, Any], known: Collection[str]) -> None:
     """A key we do not know is refused by name, rather than silently ignored (`"speed": 2` is not spoken fast)."""
     for key in raw:
         if key not in known:
-            shown = key if len(key) <= 40 else key[:40] + "…"
-            raise RequestError("unknown_option", f"unknown option {shown!r}; known: {', '.join(known)}")
+            raise RequestError("unknown_option", f"unknown option {shortened(key)!r}; known: {', '.join(known)}")
 
 
 def parse_options(raw: Mapping[str, Any], default_format: str, *, strings: bool = False) -> tuple[dict, AudioFormat]:

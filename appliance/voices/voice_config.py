@@ -74,6 +74,11 @@ class VoiceConfig:
         except VoiceConfigError as e:
             raise VoiceConfigError(f"{path}: {e}") from e
 
+    @property
+    def speaker_names(self) -> list[str]:
+        """The speakers' names in id order (empty for a single-speaker voice)."""
+        return sorted(self.speaker_id_map, key=self.speaker_id_map.__getitem__) if self.speaker_id_map else []
+
     def speaker_id(self, speaker: str | int | None) -> int | None:
         """Resolve a speaker given by name or id; None for single-speaker voices. Raises KeyError if unknown."""
         shown = _shown(speaker)
