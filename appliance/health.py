@@ -16,6 +16,7 @@ class HealthPart(Enum):
     TUNNEL = "tunnel"
     MDNS = "mdns"
     WATCHDOG = "watchdog"
+    WYOMING = "wyoming"
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,64 @@ class LoopLag:
 
 
 @dataclass(frozen=True)
+class WyomingHealth:
+    """The Wyoming listener (Home Assistant): where it listens and its connections since start-up."""
+
+    listening: bool
+    host: str | None = None
+    port: int | None = None
+    connections: int = 0
+    """Open now."""
+    refused: int = 0
+    """Connections closed at once because the connection cap was reached."""
+    errors: int = 0
+    """`error` events sent (bad events, unknown voices, busy, failed synthesis)."""
+
+
+@dataclass(frozen=True)
+class PrerenderHealth:
+    """Phrases queued for pre-rendering (start-up's `cache.prerender` file and POST /api/cache/prerender)."""
+
+    queued: int
+    done: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class CacheHealth:
+    """The phrase cache: sentence audio kept in the state folder, since start-up (bytes: now)."""
+
+    hits: int
+    """Sentences played from the cache."""
+    misses: int
+    """Sentences synthesised because the cache did not have them."""
+    entries: int
+    bytes: int
+    max_bytes: int
+    rejected_files: int = 0
+    """Corrupt or truncated cache files found and removed instead of played."""
+    prerender: PrerenderHealth | None = None
+
+
+@dataclass(frozen=True)
+class RequestsHealth:
+    """Finished requests over every transport, since start-up: what /metrics renders as counters and
+    histograms. Histograms are cumulative bucket counts against `*_buckets` upper bounds (Prometheus' `le`)."""
+
+    outcomes: tuple[tuple[str, str, str, int], ...]
+    """(transport, format, outcome, count)."""
+    audio_seconds: float
+    first_audio_buckets: tuple[float, ...]
+    first_audio_counts: tuple[int, ...]
+    first_audio_sum: float
+    first_audio_count: int
+    realtime_factor_buckets: tuple[float, ...]
+    realtime_factor_counts: tuple[int, ...]
+    realtime_factor_sum: float
+    realtime_factor_count: int
+
+
+@dataclass(frozen=True)
 class HealthSnapshot:
     version: str
     default_voice: str
@@ -161,3 +220,9 @@ class HealthSnapshot:
     """None while systemd asks for no watchdog pings (or before the first tick)."""
     event_loop: LoopLag | None = None
     """None when no event-loop probe runs (an engine used outside the daemon)."""
+    wyoming: WyomingHealth | None = None
+    """None when the Wyoming listener is disabled."""
+    cache: CacheHealth | None = None
+    """None when the phrase cache is off."""
+    requests: RequestsHealth | None = None
+    """None until a request-statistics owner reports (an engine used outside the daemon)."""

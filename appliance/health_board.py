@@ -19,6 +19,7 @@ from .health import (
     TunnelHealth,
     VoiceHealth,
     WatchdogHealth,
+    WyomingHealth,
 )
 
 Listener = Callable[[HealthPart], None]
@@ -34,13 +35,15 @@ class HealthBoard:
 
     Threading: event-loop thread only. Every writer reports from a coroutine or callback on the loop, and the
     listeners are called there, synchronously, so they must only schedule work. Each part has one writer: the
-    tunnel's lifecycle and supervisor, the mDNS announcer, the systemd watchdog pinger, the engine (streams).
+    tunnel's lifecycle and supervisor, the mDNS announcer, the systemd watchdog pinger, the Wyoming server,
+    the engine (streams).
     """
 
     def __init__(self) -> None:
         self._tunnel: TunnelHealth | None = None
         self._mdns: MdnsHealth | None = None
         self._watchdog: WatchdogHealth | None = None
+        self._wyoming: WyomingHealth | None = None
         self._loop_lag: LoopLagSource | None = None
         self._listeners: list[Listener] = []
 
@@ -59,6 +62,11 @@ class HealthBoard:
         if watchdog != self._watchdog:
             self._watchdog = watchdog
             self.changed(HealthPart.WATCHDOG)
+
+    def report_wyoming(self, wyoming: WyomingHealth | None) -> None:
+        if wyoming != self._wyoming:
+            self._wyoming = wyoming
+            self.changed(HealthPart.WYOMING)
 
     def measure_loop_lag(self, source: LoopLagSource | None) -> None:
         """The probe that reads the event loop's lag at snapshot time; None when it stops."""
@@ -85,6 +93,7 @@ class HealthBoard:
             mdns=self._mdns,
             watchdog=self._watchdog,
             event_loop=self._loop_lag.summary() if self._loop_lag is not None else None,
+            wyoming=self._wyoming,
         )
 
     @property
