@@ -137,6 +137,28 @@ class WindowedStage:
         return {self.output_name: self._produced[0][..., start:end]}
 
 
+@dataclass(frozen=True)
+class ContextSource:
+    """A stage computed only for the frames asked of it, with `context` frames each side (cropped): each
+    decoder window runs the CPU flow over just its own input, so a sentence's first audio waits for the flow of
+    its first window, not of the whole sentence. Stateless, so windows may read it from several threads."""
+
+    source: FrameSource
+    output_name: str
+    run: RunWindow
+    constants: Mapping[str, np.ndarray]
+    context: int
+
+    @property
+    def total_frames(self) -> int:
+        return self.source.total_frames
+
+    def frames(self, start: int, end: int) -> Feeds:
+        input_start, input_end = max(0, start - self.context), min(self.total_frames, end + self.context)
+        window = Window(start, end, input_start, input_end, input_end - input_start)
+        return {self.output_name: run_window(self.source, window, self.run, self.constants)}
+
+
 def run_window(source: FrameSource, window: Window, run: RunWindow, constants: Mapping[str, np.ndarray],
                upsample: int = 1) -> np.ndarray:
     """One window of a stage: its input frames (zero-padded to the fixed size), run, then cropped to the frames
