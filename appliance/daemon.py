@@ -27,7 +27,7 @@ from .transports.openai_speech import add_openai_routes
 from .transports.paroli_api import add_paroli_routes
 from .transports.routes import API_ROUTES
 from .transports.websocket_tts import add_websocket_routes
-from .transports.wyoming_tts import wyoming_context
+from .transports.wyoming_tts import wyoming_context, wyoming_health_context
 from .tunnel.lifecycle import tunnel_context
 from .tunnel.remote_listener import remote_listener_context
 
@@ -52,6 +52,7 @@ def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None) -> w
     app.cleanup_ctx.extend([
         wyoming_context,  # first: bound and answering `describe` while the engine loads
         engine_context,
+        wyoming_health_context,
         loop_lag_context,
         remote_listener_context(add_routes, [json_errors]),
         tunnel_context,

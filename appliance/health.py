@@ -16,7 +16,6 @@ class HealthPart(Enum):
     TUNNEL = "tunnel"
     MDNS = "mdns"
     WATCHDOG = "watchdog"
-    WYOMING = "wyoming"
 
 
 @dataclass(frozen=True)
