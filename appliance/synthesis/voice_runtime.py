@@ -17,7 +17,7 @@ from ..voices.catalog import VoiceFiles
 from ..voices.voice_config import VoiceConfig
 from .fallback import FallbackCounters, RequestFallback
 from .voice_request import VoiceRequest
-from .windowing import ContextSource, FrameSource, TensorSource, WindowedStage, WindowPolicy
+from .windowing import ContextSource, FrameSource, SharedWindows, TensorSource, WindowedStage, WindowPolicy
 
 DECODER_CONTEXT_FRAMES = 8
 """HiFi-GAN's receptive field makes 8 frames of context each side match whole decoding at ~60 dB."""
@@ -140,7 +140,7 @@ class LoadedVoice:
 
     def decoder_input(self, latent: Latent, run_flow: RunWindow | None) -> Latent:
         """The decoder's input for a sentence: the CPU flow run for each decoder window as it reads its frames
-        (`run_flow` None), or the windowed flow's output over the whole sentence."""
+        (`run_flow` None), or the flow's fixed windows (NPU), each run when a decoder window first reads it."""
         decoder_constants = _only(latent.constants, self.split.decoder.inputs)
         if run_flow is None:
             assert self._cpu_flow is not None, "a voice with a windowed flow backend gets its runner"
@@ -148,9 +148,9 @@ class LoadedVoice:
             source = ContextSource(latent.source, self.split.flow.outputs[0], self._cpu_flow.run, flow_constants,
                                    FLOW_CONTEXT_FRAMES)
             return Latent(source, decoder_constants, latent.frames)
-        flowed = WindowedStage(latent.source, self.split.flow.outputs[0], self.flow_policy().windows(latent.frames),
-                               run_flow, latent.constants)
-        source = TensorSource(flowed.frames(0, latent.frames))
+        flow_windows = list(self.flow_policy().windows(latent.frames))
+        source = SharedWindows(latent.source, self.split.flow.outputs[0], flow_windows, run_flow,
+                               _only(latent.constants, self.split.flow.inputs))
         return Latent(source, decoder_constants, latent.frames)
 
     def audio_windows(self, latent: Latent, policy: WindowPolicy | None = None) -> WindowedStage:
