@@ -46,6 +46,8 @@ class FakeBoard:
     fail_cores: set[int] = field(default_factory=set)
     fail_init_cores: set[int] = field(default_factory=set)
     """`init_runtime` on these cores returns -1, as when the driver cannot open a context there."""
+    raise_init_cores: set[int] = field(default_factory=set)
+    """`init_runtime` on these cores raises, as the real binding does when librknnrt fails inside the call."""
     hang_cores: set[int] = field(default_factory=set)
     fail_after_windows: int | None = None
     """Every core fails once this many windows have run in total."""
@@ -115,6 +117,8 @@ class FakeRKNNLite:
         if core in self._board.fail_init_cores:
             self._board.errors.append(f"init_runtime: cannot open a context on core {core} (injected)")
             return -1
+        if core in self._board.raise_init_cores:
+            raise RuntimeError(f"Init runtime environment failed on core {core} (injected)")
         self._core = core
         self._stage = OnnxStage(self._model.graph, OrtSettings(intra_op_threads=1))
         self.initialised_core = core

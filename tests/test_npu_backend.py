@@ -219,6 +219,24 @@ def test_a_core_refusing_to_start_releases_the_cores_opened_before_it(
     assert len(board.runtimes) == 3 and board.unreleased_runtimes() == []
 
 
+def test_an_init_runtime_that_raises_is_an_npu_error_and_start_up_uses_the_cpu(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    bundle = write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    decoder = BundleManifest.load(bundle).decoder
+    board.raise_init_cores = {1}
+    with pytest.raises(NpuError, match="init_runtime on NPU core 1 failed"):
+        NpuStageBackend(bundle / decoder.file, decoder, (0, 1, 2), board.runtime)
+    assert board.unreleased_runtimes() == []
+    engine = load_engine(npu_config, rk3588(board))
+    try:
+        health = voice_health(engine, files.name)
+        assert health.backend == "cpu" and "init_runtime on NPU core 1 failed" in health.reason
+    finally:
+        engine.close()
+    assert board.unreleased_runtimes() == []
+
+
 def test_a_decoder_the_npu_refuses_releases_the_flow_already_loaded(
     npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
 ) -> None:
