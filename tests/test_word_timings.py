@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import json
 import re
-import string
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def expected_words(text: str) -> list[str]:
     """The text's words as a reader sees them: whitespace-separated, outer punctuation gone."""
-    stripped = (token.strip(string.punctuation + "—") for token in text.split())
+    stripped = (token.strip(".,;:!?—\"'()") for token in text.split())
     return [word for word in stripped if word]
 
 
@@ -108,7 +107,7 @@ async def test_timings_of_a_paragraph_match_the_audio_tts_makes_with_the_reporte
     # The paragraph's six sentences are laid out one after the other: every word lies inside the audio and the
     # first word of a later sentence starts well after the start.
     starts = {w["word"]: w["start"] for w in timed["words"]}
-    assert 0 < starts["Welcome"] < 0.3 and starts["orange"] > seconds - 1.5
+    assert 0 <= starts["Welcome"] < 0.3 and starts["orange"] > seconds - 1.5
 
 
 async def test_numbers_and_abbreviations_keep_the_texts_words_in_order(server: str) -> None:
