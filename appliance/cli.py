@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     say.add_argument("--voice")
     say.add_argument("--speaker")
     say.add_argument("--seed", type=int)
+    say.add_argument("--subtitles", type=Path, help="also write the words' timings: out.vtt (WebVTT) or out.srt")
 
     bench = commands.add_parser("bench", help="time to first audio and real-time factor, as JSON")
     bench.add_argument("--voice")
@@ -94,11 +95,12 @@ def run_say(config: ApplianceConfig, args: argparse.Namespace) -> int:
     from .offline import synthesize_to_file
 
     try:
-        seconds = asyncio.run(synthesize_to_file(config, args.text, args.output, args.voice, args.speaker, args.seed))
+        seconds = asyncio.run(synthesize_to_file(config, args.text, args.output, args.voice, args.speaker, args.seed,
+                                                 args.subtitles))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output} ({seconds:.2f} s of audio)")
+    print(f"wrote {args.output} ({seconds:.2f} s of audio)" + (f" and {args.subtitles}" if args.subtitles else ""))
     return 0
 
 

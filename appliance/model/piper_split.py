@@ -51,6 +51,9 @@ class SplitVoice:
     noises: tuple[LiftedNoise, ...]
     model_inputs: tuple[str, ...]
     """The original model's inputs: input, input_lengths, scales and (multi-speaker voices) sid."""
+    durations: str
+    """The duration predictor's rounded output, frames per phoneme id ([1, 1, ids]): an output of the prelude
+    stage that computes it, so word timings need no stage after it."""
 
     @property
     def stages(self) -> tuple[StageGraph, ...]:
@@ -95,19 +98,30 @@ def _split(model: onnx.ModelProto) -> SplitVoice:
     noise_names = {n.input_name for n in noises}
     model_inputs = tuple(i for i in index.graph_inputs if i not in noise_names)
     infos = tensor_infos(lifted_model)
+    durations = _durations_tensor(index, flow_inputs)
 
     def framed(names: list[str]) -> tuple[str, ...]:
         # Time is the last axis of a framed tensor; a per-utterance tensor has a static last axis.
         return tuple(n for n in names if not isinstance(infos[n].shape[-1:] and infos[n].shape[-1], int))
 
-    prelude = _prelude_stages(lifted_model, index, list(model_inputs), list(noises), flow_inputs, infos)
+    prelude = _prelude_stages(lifted_model, index, list(model_inputs), list(noises), flow_inputs, infos, durations)
     flow_graph = extract(lifted_model, flow_inputs, decoder_inputs, infos)
     decoder_graph = extract(lifted_model, decoder_inputs, [audio], infos)
     flow = StageGraph("flow", flow_graph, tuple(flow_inputs), tuple(decoder_inputs), framed(flow_inputs))
     decoder = StageGraph("decoder", decoder_graph, tuple(decoder_inputs), (audio,), framed(decoder_inputs))
     if len(flow.framed_inputs) < 1 or len(decoder.framed_inputs) != 1:
         raise NotAPiperVoiceError("not a Piper voice: flow/decoder inputs have no time axis")
-    return SplitVoice(tuple(prelude), flow, decoder, tuple(noises), model_inputs)
+    return SplitVoice(tuple(prelude), flow, decoder, tuple(noises), model_inputs, durations)
+
+
+def _durations_tensor(index: GraphIndex, flow_inputs: list[str]) -> str:
+    """VITS rounds the predicted durations up (`w_ceil = ceil(exp(logw) * mask * length_scale)`) before laying
+    the phonemes out in frames: the one Ceil node the flow's inputs depend on."""
+    ceils = [index.nodes[i] for i in sorted(index.upstream(flow_inputs)) if index.nodes[i].op_type == "Ceil"]
+    if len(ceils) != 1:
+        raise NotAPiperVoiceError(f"not a Piper voice: expected one Ceil (durations) before the flow, "
+                                  f"found {len(ceils)}")
+    return ceils[0].output[0]
 
 
 def _prelude_stages(
@@ -117,8 +131,10 @@ def _prelude_stages(
     noises: list[LiftedNoise],
     targets: list[str],
     infos: dict[str, TensorInfo],
+    extra: str,
 ) -> list[StageGraph]:
-    """Stages from the model inputs to `targets`, cut before each random draw (ordered by dependency)."""
+    """Stages from the model inputs to `targets`, cut before each random draw (ordered by dependency); the
+    tensor `extra` is also an output of the first stage that can compute it."""
     pending = sorted(noises, key=lambda n: len(index.upstream([n.template])))
     available = set(model_inputs)
     stages: list[StageGraph] = []
@@ -136,13 +152,13 @@ def _prelude_stages(
             and i not in later_noise_inputs
             and not (i in index.producer and index.producer[i] in later)
         }
-        ready_targets = {t for t in targets if index.producer.get(t) not in later}
+        ready_targets = {t for t in [*targets, extra] if index.producer.get(t) not in later}
         outputs = sorted((needed | ready_targets | {noise.template}) - available)
         inputs = minimal_inputs(index, outputs, available)
         stages.append(StageGraph(f"prelude{len(stages)}", extract(model, inputs, outputs, infos), tuple(inputs),
                                  tuple(outputs)))
         available |= set(outputs) | {noise.input_name}
-    remaining = [t for t in targets if t not in available]
+    remaining = [t for t in [*targets, extra] if t not in available]
     inputs = minimal_inputs(index, remaining, available)
     stages.append(StageGraph(f"prelude{len(stages)}", extract(model, inputs, remaining, infos), tuple(inputs),
                              tuple(remaining)))

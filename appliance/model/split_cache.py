@@ -14,7 +14,8 @@ from ..file_digest import file_sha256
 from .graph_cut import LiftedNoise
 from .piper_split import SplitVoice, StageGraph, split_piper_voice
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the prelude also gives the durations."""
 
 
 def load_split_voice(onnx_path: Path, cache_folder: Path | None, sha256: str | None = None) -> SplitVoice:
@@ -46,6 +47,7 @@ def _write(folder: Path, split: SplitVoice) -> None:
         "prelude": [s.name for s in split.prelude],
         "noises": [asdict(n) for n in split.noises],
         "model_inputs": list(split.model_inputs),
+        "durations": split.durations,
     }
     (staging / "stages.json").write_text(json.dumps(index, indent=1))
     try:
@@ -73,4 +75,5 @@ def _read(folder: Path, index: dict) -> SplitVoice:
         decoder=stages["decoder"],
         noises=tuple(LiftedNoise(**n) for n in index["noises"]),
         model_inputs=tuple(index["model_inputs"]),
+        durations=index["durations"],
     )

@@ -23,7 +23,7 @@ from ..audio.formats import AudioFormat, content_type
 from ..config import SynthesisConfig
 from ..health import HealthPart, HealthSnapshot, StreamsHealth
 from ..health_board import HealthBoard
-from ..text.phoneme_ids import phonemes_to_ids
+from ..text.phoneme_ids import encode_phonemes
 from ..text.phonemes import Phonemizer
 from ..text.sentences import text_units
 from ..text.units import phoneme_units
@@ -32,6 +32,7 @@ from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest, 
 from .voice_health import voice_health
 from .voice_request import SentencePlan, VoiceRequest
 from .voice_runtime import LoadedVoice, SynthesisParams
+from .word_timings import SpokenChunk, UnitWords, WordTiming, unit_words
 from .workers import DeadlineWorkers, probe_executor
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,25 @@ class AudioChunk:
     samples: np.ndarray
     """Mono float32 in [-1, 1]."""
     sample_rate: int
+    words: tuple[WordTiming, ...] = ()
+    """With word timings asked for: the words of the unit of text whose audio starts with this chunk."""
+
+
+@dataclass(frozen=True)
+class SpeechTimings:
+    """When each word is said, without the audio (`SpeechEngine.timings`)."""
+
+    words: tuple[WordTiming, ...]
+    duration: float
+    """Seconds of audio the same request makes."""
+
+
+@dataclass(frozen=True)
+class _UnitPlan:
+    """One unit of text encoded: its sentences, and its words in frames when they were asked for."""
+
+    sentences: list[SentencePlan]
+    words: UnitWords | None
 
 
 @dataclass(frozen=True)
@@ -140,11 +160,12 @@ class SpeechEngine:
         return PreparedRequest(voice, text, params, seed, facts)
 
     async def stream(
-        self, prepared: PreparedRequest, more_text: AsyncIterator[str] | None = None
+        self, prepared: PreparedRequest, more_text: AsyncIterator[str] | None = None, *, word_timings: bool = False
     ) -> AsyncIterator[AudioChunk]:
         """Audio windows in order, for `prepared.text` and then each piece of `more_text` (text arriving from
         a language model, already cut at sentence ends). Closing the iterator (client gone, barge-in) stops
-        the work: windows already running finish, no further one starts.
+        the work: windows already running finish, no further one starts. `word_timings`: the first chunk of
+        each unit of text carries that unit's words, timed from the start of the stream.
 
         The windows of a sentence are submitted together, so a lone request decodes on every worker at once,
         while the next sentence is encoded; they are emitted in order."""
@@ -152,8 +173,10 @@ class SpeechEngine:
         request = voice.start_request(prepared.params, prepared.seed)
         pace = _Pace(time.monotonic(), request.sample_rate)
         outstanding: set[asyncio.Future[Any]] = set()
-        # One sentence's windows wait here (submitted already) while the one before is emitted.
-        sentences: asyncio.Queue[list[asyncio.Future[np.ndarray]] | None] = asyncio.Queue(maxsize=1)
+        # One sentence's windows wait here (submitted already) while the one before is emitted, with the words
+        # of the unit it starts.
+        Sentence = tuple[tuple[WordTiming, ...], list[asyncio.Future[np.ndarray]]]
+        sentences: asyncio.Queue[Sentence | None] = asyncio.Queue(maxsize=1)
 
         def submit(deadline: float, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
             future = asyncio.wrap_future(self._workers.submit_by(deadline, fn, *args))
@@ -165,25 +188,31 @@ class SpeechEngine:
         async def plan_ahead() -> None:
             async for piece in _pieces(prepared.text, more_text):
                 # Phonemes and encoding in one job: a new request waits for a free worker once, not twice.
-                for plan in await submit(pace.encode_due(), self._plan_unit, request, piece):
+                unit = await submit(pace.encode_due(), self._plan_unit, request, piece, word_timings)
+                # The windows emit exactly `frames × samples_per_frame` each sentence: the unit starts here.
+                words = () if unit.words is None else unit.words.placed(pace.planned, voice.samples_per_frame,
+                                                                        request.sample_rate)
+                for plan in unit.sentences:
                     windows = []
                     for index, window in enumerate(plan.windows):
                         if index == max(1, len(plan.windows) - 2) or len(plan.windows) == 1:
                             pace.lookahead_from = pace.planned
                         windows.append(submit(pace.window_due(), request.decode, plan, window))
                         pace.planned += plan.window_samples(window)
-                    await sentences.put(windows)
+                    await sentences.put((words, windows))
+                    words = ()
             await sentences.put(None)
 
         self._track(+1)
         planner = asyncio.create_task(plan_ahead())
         finished = False
         try:
-            while (windows := await _next_or_raise(sentences, planner)) is not None:
-                for window in windows:
+            while (sentence := await _next_or_raise(sentences, planner)) is not None:
+                words, windows = sentence
+                for index, window in enumerate(windows):
                     audio = await window
                     self.counters.windows += 1
-                    yield AudioChunk(audio, request.sample_rate)
+                    yield AudioChunk(audio, request.sample_rate, words if index == 0 else ())
             finished = True
         finally:
             planner.cancel()
@@ -191,18 +220,55 @@ class SpeechEngine:
                 future.cancel()  # a job not started yet is dropped by the workers
             self._track(-1, finished)
 
-    def _plan_unit(self, request: VoiceRequest, text: str) -> list[SentencePlan]:
-        return [request.encode(ids) for ids in self.sentence_ids(request.voice, text)]
+    async def timings(self, prepared: PreparedRequest) -> SpeechTimings:
+        """The words of `prepared.text` with the times they are said at in the audio `stream` makes for the
+        same request, and that audio's length, from the prelude alone (no flow, no decoder). The caller holds
+        an admission slot; leaving (cancelled) drops the units not started."""
+        voice = prepared.voice
+        request = voice.start_request(prepared.params, prepared.seed)
+        due = time.monotonic()
+        futures = [asyncio.wrap_future(self._workers.submit_by(due, self._time_unit, request, piece))
+                   for piece in text_units(prepared.text)]
+        try:
+            units = await asyncio.gather(*futures)
+        finally:
+            for future in futures:
+                future.cancel()
+        words: list[WordTiming] = []
+        samples = 0
+        for unit in units:
+            words.extend(unit.placed(samples, voice.samples_per_frame, request.sample_rate))
+            samples += unit.frames * voice.samples_per_frame
+        return SpeechTimings(tuple(words), samples / request.sample_rate)
+
+    def _plan_unit(self, request: VoiceRequest, text: str, word_timings: bool = False) -> _UnitPlan:
+        chunks = self.sentence_chunks(request.voice, text)
+        plans = [request.encode(chunk.ids) for chunk in chunks]
+        if not word_timings:
+            return _UnitPlan(plans, None)
+        words = unit_words(self.phonemizer, request.voice.config.espeak_voice, text, chunks,
+                           [p.durations for p in plans], [p.frames for p in plans])
+        return _UnitPlan(plans, words)
+
+    def _time_unit(self, request: VoiceRequest, text: str) -> UnitWords:
+        chunks = self.sentence_chunks(request.voice, text)
+        timed = [request.durations(chunk.ids) for chunk in chunks]
+        return unit_words(self.phonemizer, request.voice.config.espeak_voice, text, chunks,
+                          [durations for durations, _ in timed], [frames for _, frames in timed])
 
     def sentence_ids(self, voice: LoadedVoice, text: str) -> list[list[int]]:
         """Phoneme ids of each bounded unit of `text` (blocking: espeak-ng), one list per encoder call."""
+        return [chunk.ids for chunk in self.sentence_chunks(voice, text)]
+
+    def sentence_chunks(self, voice: LoadedVoice, text: str) -> list[SpokenChunk]:
+        """The phonemes and ids of each encoder call `text` takes (blocking: espeak-ng)."""
         found = []
         for unit in text_units(text):  # `text` is usually one unit already; bounded here for every caller
             for sentence in self.phonemizer.sentences(unit, voice.config.espeak_voice):
                 for phonemes in phoneme_units(sentence):  # numbers expand: "123…" is ~10 phonemes a character
-                    ids = phonemes_to_ids(phonemes, voice.config.phoneme_id_map)
+                    ids, spans = encode_phonemes(phonemes, voice.config.phoneme_id_map)
                     if len(ids) > 3:  # more than BOS, PAD, EOS: something to say
-                        found.append(ids)
+                        found.append(SpokenChunk(phonemes, ids, spans))
         return found
 
     def _track(self, delta: int, finished: bool = False) -> None:

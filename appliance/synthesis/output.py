@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from ..audio.formats import EncoderSettings, make_encoder
 from .engine import PreparedRequest, SpeechEngine
 from .off_loop import off_loop
+from .word_timings import WordTiming
 
 Sink = Callable[[bytes], Awaitable[None]]
+WordsSink = Callable[[tuple[WordTiming, ...]], Awaitable[None]]
 
 
 class StreamFailed(Exception):
@@ -48,12 +50,14 @@ async def play(
     sink: Sink,
     settings: EncoderSettings,
     more_text: AsyncIterator[str] | None = None,
+    words_sink: WordsSink | None = None,
 ) -> PlayStats:
-    """Synthesises `prepared` (and the streamed `more_text`) into the sink; returns what was sent."""
+    """Synthesises `prepared` (and the streamed `more_text`) into the sink; returns what was sent.
+    `words_sink`: asks for word timings, and gets each unit's words before any of the audio they cover."""
     facts = prepared.facts
     encoder = make_encoder(facts.audio_format, facts.sample_rate, settings)
     stats = PlayStats(facts.sample_rate)
-    audio = engine.stream(prepared, more_text)
+    audio = engine.stream(prepared, more_text, word_timings=words_sink is not None)
 
     async def send(data: bytes) -> None:
         if data:
@@ -72,6 +76,8 @@ async def play(
                     data = await off_loop(encoder.encode, chunk.samples)
             except Exception as e:
                 raise StreamFailed(f"{type(e).__name__}: {e}") from e
+            if chunk is not None and chunk.words and words_sink is not None:
+                await words_sink(chunk.words)
             await send(data)
             if chunk is None:
                 return stats

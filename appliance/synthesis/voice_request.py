@@ -34,6 +34,9 @@ class SentencePlan:
     """The decoder's per-utterance inputs (a speaker embedding)."""
     windows: tuple[Window, ...]
     samples_per_frame: int
+    durations: np.ndarray
+    """Frames per phoneme id (the duration predictor's); their sum is the sentence's length in frames."""
+    frames: int
 
     def window_samples(self, window: Window) -> int:
         return (window.emit_end - window.emit_start) * self.samples_per_frame
@@ -65,7 +68,13 @@ class VoiceRequest:
         decoder_inputs = self.voice.split.decoder.inputs
         constants = {n: t for n, t in decoder_input.constants.items() if n in decoder_inputs}
         return SentencePlan(decoder_input.source, constants, tuple(self._policy.windows(latent.frames)),
-                            self.voice.samples_per_frame)
+                            self.voice.samples_per_frame, latent.durations, latent.frames)
+
+    def durations(self, phoneme_ids: list[int]) -> tuple[np.ndarray, int]:
+        """Frames per phoneme id and the sentence's length in frames, exactly as `encode` gives them, from the
+        prelude alone (blocking; no flow, no decoder): for word timings without audio."""
+        durations = self.voice.durations(phoneme_ids, self.params, self.sentence_rng(phoneme_ids))
+        return durations, max(1, int(durations.sum()))  # VITS: y_lengths = clamp_min(sum(w_ceil), 1)
 
     def decode(self, plan: SentencePlan, window: Window) -> np.ndarray:
         """One decoder window's audio: mono float32 (blocking)."""

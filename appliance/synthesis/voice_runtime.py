@@ -40,6 +40,8 @@ class Latent:
     source: FrameSource
     constants: dict[str, np.ndarray]
     frames: int
+    durations: np.ndarray
+    """Frames per phoneme id (int64), from the duration predictor; they add up to `frames`."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,22 @@ class LoadedVoice:
     # -- encoding -------------------------------------------------------------------------------------
 
     def encode(self, phoneme_ids: list[int], params: SynthesisParams, rng: np.random.Generator) -> Latent:
+        tensors = self._run_prelude(phoneme_ids, params, rng)
+        framed = {n: tensors[n] for n in self.split.flow.framed_inputs}
+        constants = {n: tensors[n] for n in self._per_utterance_inputs if n in tensors}
+        source = TensorSource(framed)
+        return Latent(source, constants, source.total_frames, _frames(tensors[self.split.durations]))
+
+    def durations(self, phoneme_ids: list[int], params: SynthesisParams, rng: np.random.Generator) -> np.ndarray:
+        """Frames per phoneme id, as `encode` with the same generator state gives them, running only the
+        prelude stages up to the duration predictor (no flow, no decoder)."""
+        tensors = self._run_prelude(phoneme_ids, params, rng, until=self.split.durations)
+        return _frames(tensors[self.split.durations])
+
+    def _run_prelude(self, phoneme_ids: list[int], params: SynthesisParams, rng: np.random.Generator,
+                     until: str | None = None) -> dict[str, np.ndarray]:
+        """The prelude's tensors; with `until`, it stops at the stage that gives that tensor. The noise is
+        drawn stage by stage in the same order either way, so what is computed is the same."""
         tensors: dict[str, np.ndarray] = {
             "input": np.array([phoneme_ids], dtype=np.int64),
             "input_lengths": np.array([len(phoneme_ids)], dtype=np.int64),
@@ -110,10 +128,9 @@ class LoadedVoice:
                 if name in noises:  # drawn only now: its shape comes from the stage before
                     tensors[name] = rng.standard_normal(tensors[noises[name]].shape, dtype=np.float32)
             tensors.update(stage.run(tensors))
-        framed = {n: tensors[n] for n in self.split.flow.framed_inputs}
-        constants = {n: tensors[n] for n in self._per_utterance_inputs if n in tensors}
-        source = TensorSource(framed)
-        return Latent(source, constants, source.total_frames)
+            if until in tensors:
+                break
+        return tensors
 
     # -- decoding -------------------------------------------------------------------------------------
 
@@ -147,11 +164,11 @@ class LoadedVoice:
             flow_constants = _only(latent.constants, self.split.flow.inputs)
             source = ContextSource(latent.source, self.split.flow.outputs[0], self._cpu_flow.run, flow_constants,
                                    FLOW_CONTEXT_FRAMES)
-            return Latent(source, decoder_constants, latent.frames)
+            return Latent(source, decoder_constants, latent.frames, latent.durations)
         flow_windows = list(self.flow_policy().windows(latent.frames))
         source = SharedWindows(latent.source, self.split.flow.outputs[0], flow_windows, run_flow,
                                _only(latent.constants, self.split.flow.inputs))
-        return Latent(source, decoder_constants, latent.frames)
+        return Latent(source, decoder_constants, latent.frames, latent.durations)
 
     def audio_windows(self, latent: Latent, policy: WindowPolicy | None = None) -> WindowedStage:
         """The decoder over one encoded sentence, window by window, in order (each `run_next()` yields audio
@@ -181,6 +198,10 @@ class LoadedVoice:
             feeds[name] = np.zeros((1, channels, length), dtype=np.float32)
         samples = self.decoder.run(feeds).shape[-1]
         return samples // frames
+
+
+def _frames(durations: np.ndarray) -> np.ndarray:
+    return np.rint(durations.reshape(-1)).astype(np.int64)
 
 
 def _only(tensors: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:

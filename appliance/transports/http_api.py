@@ -1,5 +1,6 @@
 """HTTP: `POST /api/tts` (and `GET /api/tts?text=…`, for links and <audio> elements) streams audio as it is made;
-`GET /api/voices`, `GET /healthz`, and the web page at `/`."""
+`POST /api/timings` says when each word of that audio is said, without making it; `GET /api/voices`,
+`GET /healthz`, and the web page at `/`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 def add_http_routes(app: web.Application, routes: ApiRoutes) -> None:
     app.router.add_post(routes.tts, speak)
     app.router.add_get(routes.tts, speak)
+    app.router.add_post(routes.timings, timings)
     app.router.add_get(routes.voices, voices)
     app.router.add_get(routes.health, health)
     app.router.add_get(routes.page, page)
@@ -34,6 +36,27 @@ def add_http_routes(app: web.Application, routes: ApiRoutes) -> None:
 
 async def speak(request: web.Request) -> web.StreamResponse:
     """Checks the whole request, waits for a synthesis slot, and only then sends headers and streams."""
+    prepared = await _prepared(request)
+    async with request.app[ENGINE].admission.slot():
+        return await stream_audio(request, prepared)
+
+
+async def timings(request: web.Request) -> web.Response:
+    """The words of the text and when the audio of the same request (and seed) says them; only the prelude
+    runs. The seed is in the answer, so the client can ask /api/tts for exactly that audio."""
+    prepared = await _prepared(request)
+    engine = request.app[ENGINE]
+    async with engine.admission.slot():
+        found = await engine.timings(prepared)
+    facts = prepared.facts
+    return web.json_response({
+        "voice": facts.voice, "seed": prepared.seed, "sample_rate": facts.sample_rate,
+        "duration": round(found.duration, 5), "words": [word.as_json() for word in found.words],
+    }, headers={"Cache-Control": "no-store"})
+
+
+async def _prepared(request: web.Request) -> PreparedRequest:
+    """The request a JSON body (POST) or query string (GET) asks for, checked whole (RequestError if not)."""
     config = request.app[CONFIG]
     raw: Mapping[str, Any]
     if request.method == "POST":
@@ -43,10 +66,7 @@ async def speak(request: web.Request) -> web.StreamResponse:
     refuse_unknown_keys(raw, REQUEST_KEYS)
     synthesis_request, audio_format = parse_request(raw, config.audio.default_format,
                                                     strings=request.method == "GET")
-    engine = request.app[ENGINE]
-    prepared = engine.prepare(synthesis_request, audio_format)
-    async with engine.admission.slot():
-        return await stream_audio(request, prepared)
+    return request.app[ENGINE].prepare(synthesis_request, audio_format)
 
 
 async def stream_audio(

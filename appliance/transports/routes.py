@@ -12,10 +12,13 @@ class ApiRoutes:
     """The web page."""
     tts: str
     """POST (JSON) and GET (query string): streamed audio."""
+    timings: str
+    """POST (the same JSON as `tts`): when each word is said, without the audio."""
     voices: str
     health: str
     ws_tts: str
     """The WebSocket: speak, streamed text, barge-in."""
 
 
-API_ROUTES: Final = ApiRoutes(page="/", tts="/api/tts", voices="/api/voices", health="/healthz", ws_tts="/ws/tts")
+API_ROUTES: Final = ApiRoutes(page="/", tts="/api/tts", timings="/api/timings",
+                                voices="/api/voices", health="/healthz", ws_tts="/ws/tts")

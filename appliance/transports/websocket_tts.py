@@ -1,12 +1,15 @@
 """WebSocket `GET /ws/tts`: JSON control messages in, binary audio frames out (never base64).
 
 Client -> server
-  {"type": "speak", "text": "...", "id"?, voice?, speaker?, length_scale?, noise_scale?, noise_w?, format?, seed?}
+  {"type": "speak", "text": "...", "id"?, voice?, speaker?, length_scale?, noise_scale?, noise_w?, format?, seed?,
+   timings?}
   {"type": "text", "text": "..."}  (text streamed from a language model; the first one may carry options)
   {"type": "flush"}                (end of the streamed text: speak what remains)
   {"type": "cancel"}               (barge-in: stop the audio now and drop what is queued)
 Server -> client
-  {"type": "start", "id", "format", "content_type", "sample_rate", "voice"} then binary frames, then
+  {"type": "start", "id", "format", "content_type", "sample_rate", "voice"} then binary frames (with
+  "timings": true, each unit of text's {"type": "words", "id", "words": [{"word", "start", "end"}]} before its
+  audio), then
   {"type": "end", "id", "audio_seconds", "synthesis_ms", "first_audio_ms"}
   {"type": "cancelled", "ids": [...]}
   {"type": "error", "code", "message", "id"?, "retry_after"?}
@@ -34,6 +37,7 @@ from ..synthesis.engine import PreparedRequest, SpeechEngine
 from ..synthesis.output import play
 from ..synthesis.request import RequestError, SynthesisRequest, checked_text
 from ..synthesis.streamed_text import StreamedText
+from ..synthesis.word_timings import WordTiming
 from .json_body import parse_json_object
 from .options import OPTION_KEYS, parse_options, parse_request, refuse_unknown_keys
 from .routes import ApiRoutes
@@ -41,8 +45,8 @@ from .routes import ApiRoutes
 log = logging.getLogger(__name__)
 
 MESSAGE_KEYS = {
-    "speak": ("type", "id", "text", *OPTION_KEYS),
-    "text": ("type", "id", "text", *OPTION_KEYS),
+    "speak": ("type", "id", "text", "timings", *OPTION_KEYS),
+    "text": ("type", "id", "text", "timings", *OPTION_KEYS),
     "flush": ("type", "id"),
     "cancel": ("type", "id"),
 }
@@ -64,6 +68,8 @@ class Utterance:
     received_at: float
     streamed: StreamedText | None = None
     """Text streamed with `text` messages, ended by the flush."""
+    timings: bool = False
+    """Send each unit's words (`words` messages) before its audio."""
 
 
 @dataclass
@@ -144,7 +150,7 @@ class WsSession:
     async def _speak(self, message: dict) -> None:
         request, audio_format = parse_request(message, self.default_format)
         prepared = self.engine.prepare(request, audio_format)
-        self._enqueue(Utterance(self._new_id(message), prepared, time.monotonic()))
+        self._enqueue(Utterance(self._new_id(message), prepared, time.monotonic(), timings=_timings(message)))
 
     def _enqueue(self, utterance: Utterance) -> None:
         if self.queue.qsize() >= self.max_queued:
@@ -161,7 +167,7 @@ class WsSession:
             options, audio_format = parse_options(message, self.default_format)
             prepared = self.engine.prepare(SynthesisRequest(text="", **options), audio_format, text_follows=True)
             utterance = Utterance(self._new_id(message), prepared, time.monotonic(),
-                                  streamed=StreamedText(self.max_text_chars))
+                                  streamed=StreamedText(self.max_text_chars), timings=_timings(message))
             self._enqueue(utterance)
             self.open_text = utterance
         assert self.open_text.streamed is not None
@@ -235,7 +241,11 @@ class WsSession:
         await self.send_json({"type": "start", "id": utterance.id, "format": facts.audio_format.value,
                               "content_type": facts.content_type, "sample_rate": facts.sample_rate,
                               "voice": facts.voice})
-        stats = await play(self.engine, utterance.prepared, self.send_bytes, self.encoder_settings, more)
+        async def send_words(words: tuple[WordTiming, ...]) -> None:
+            await self.send_json({"type": "words", "id": utterance.id, "words": [w.as_json() for w in words]})
+
+        stats = await play(self.engine, utterance.prepared, self.send_bytes, self.encoder_settings, more,
+                           send_words if utterance.timings else None)
         first_audio = stats.first_audio_at or time.monotonic()
         await self.send_json({
             "type": "end",
@@ -260,6 +270,13 @@ class WsSession:
         if not self.ws.closed:
             with contextlib.suppress(ConnectionError):
                 await self.send_json(body)
+
+
+def _timings(message: dict) -> bool:
+    timings = message.get("timings", False)
+    if not isinstance(timings, bool):
+        raise RequestError("invalid_option", "timings must be true or false")
+    return timings
 
 
 async def websocket_tts(request: web.Request) -> web.WebSocketResponse:
