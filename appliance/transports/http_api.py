@@ -44,9 +44,8 @@ async def speak(request: web.Request) -> web.StreamResponse:
     synthesis_request, audio_format = parse_request(raw, config.audio.default_format,
                                                     strings=request.method == "GET")
     engine = request.app[ENGINE]
-    prepared = engine.prepare(synthesis_request, audio_format)
-    async with engine.admission.slot():
-        return await stream_audio(request, prepared)
+    prepared = engine.prepare(synthesis_request, audio_format, transport="http")
+    return await stream_audio(request, prepared)
 
 
 async def stream_audio(
@@ -58,10 +57,19 @@ async def stream_audio(
     frame: Callable[[bytes], bytes] | None = None,
     trailer: bytes = b"",
 ) -> web.StreamResponse:
-    """Streams one admitted request: every HTTP route that speaks ends here. `media_type`, `frame` and
-    `trailer` let a route wrap the audio (OpenAI's server-sent events). Once the headers are out, a failure can
-    only be told by cutting the stream: the connection is closed without the final chunk, so every HTTP client
-    reports an incomplete body (a second response inside the body would corrupt it)."""
+    """Waits for an admission slot (Busy, before any header, when none frees up), then streams: every HTTP
+    route that speaks ends here. `media_type`, `frame` and `trailer` let a route wrap the audio (OpenAI's
+    server-sent events). Once the headers are out, a failure can only be told by cutting the stream: the
+    connection is closed without the final chunk, so every HTTP client reports an incomplete body (a second
+    response inside the body would corrupt it)."""
+    engine = request.app[ENGINE]
+    async with engine.slot(prepared) as asked_at:
+        return await _admitted(request, prepared, settings, media_type, frame, trailer, asked_at)
+
+
+async def _admitted(request: web.Request, prepared: PreparedRequest, settings: EncoderSettings | None,
+                    media_type: str | None, frame: Callable[[bytes], bytes] | None, trailer: bytes,
+                    asked_at: float) -> web.StreamResponse:
     engine, config = request.app[ENGINE], request.app[CONFIG]
     settings = settings or EncoderSettings(opus_bitrate=config.audio.opus_bitrate)
     request_id = request[REQUEST_ID]
@@ -86,7 +94,7 @@ async def stream_audio(
         await write(frame(data) if frame else data)
 
     try:
-        await play(engine, prepared, send, settings)
+        await play(engine, prepared, send, settings, asked_at=asked_at)
         if trailer:
             await write(trailer)
         await response.write_eof()
