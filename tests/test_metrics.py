@@ -75,11 +75,15 @@ async def speak_http(url: str, text: str) -> tuple[int, float, bytes, float]:
 
 
 async def until(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict:
-    """The next JSON message of type `kind`, skipping audio and other messages."""
+    """The next JSON message of type `kind` ("audio": the next binary frame), skipping the others. Bounded: each
+    wait times out, and a closed socket fails the assertion."""
     while True:
         message = await ws.receive(timeout=60)
         assert message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), message
-        if message.type == aiohttp.WSMsgType.TEXT and (body := json.loads(message.data))["type"] == kind:
+        if message.type == aiohttp.WSMsgType.BINARY:
+            if kind == "audio":
+                return {}
+        elif (body := json.loads(message.data))["type"] == kind:
             return body
 
 
@@ -122,8 +126,7 @@ async def test_a_busy_stream_shows_as_active_and_rejects_then_a_barge_in_counts_
     before = scrape(daemon.lan_url)
     async with aiohttp.ClientSession() as session, session.ws_connect(f"{daemon.lan_url}/ws/tts") as ws:
         await ws.send_json({"type": "speak", "text": LONG_TEXT, "format": "pcm", "id": "long"})
-        while (await ws.receive(timeout=60)).type != aiohttp.WSMsgType.BINARY:
-            pass  # its audio has started: the only stream is taken
+        await until(ws, "audio")  # its audio has started: the only stream is taken
         during = await asyncio.to_thread(scrape, daemon.lan_url)
         status, _first, body, _seconds = await speak_http(daemon.lan_url, SENTENCE)
         await ws.send_json({"type": "cancel"})
