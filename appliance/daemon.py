@@ -23,6 +23,7 @@ from .synthesis.loading import load_engine
 from .transports.errors import json_errors
 from .transports.http_api import add_http_routes
 from .transports.listener import MAX_BODY_BYTES, AcceptErrorLog, Listener, ListenerLimits
+from .transports.metrics import add_metrics_routes
 from .transports.openai_speech import add_openai_routes
 from .transports.paroli_api import add_paroli_routes
 from .transports.routes import API_ROUTES
@@ -38,6 +39,7 @@ def add_routes(app: web.Application) -> None:
     """The API, served the same on the LAN listener and on the tunnel's (token-only) listener."""
     add_http_routes(app, API_ROUTES)
     add_websocket_routes(app, API_ROUTES)
+    add_metrics_routes(app, API_ROUTES)
     add_paroli_routes(app)  # Paroli's own paths, fixed by its clients
     add_openai_routes(app)  # OpenAI's own paths, fixed by its clients
 

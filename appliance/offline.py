@@ -36,7 +36,7 @@ async def synthesize_to_file(config: ApplianceConfig, text: str, output: Path, v
     try:
         try:
             request = SynthesisRequest(text=text, voice=voice, speaker=speaker, seed=seed)
-            prepared = engine.prepare(request, audio_format)
+            prepared = engine.prepare(request, audio_format, transport="cli")
         except RequestError as e:
             raise ValueError(e.message) from None
         with output.open("wb") as file:

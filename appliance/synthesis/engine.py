@@ -14,7 +14,8 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -27,8 +28,9 @@ from ..text.phoneme_ids import encode_phonemes
 from ..text.phonemes import Phonemizer
 from ..text.sentences import text_units
 from ..text.units import phoneme_units
-from .admission import Admission, default_max_streams
+from .admission import Admission, Busy, default_max_streams
 from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest, checked_text
+from .request_stats import Outcome, RequestStats
 from .voice_health import voice_health
 from .voice_request import SentencePlan, VoiceRequest
 from .voice_runtime import LoadedVoice, SynthesisParams
@@ -85,6 +87,8 @@ class PreparedRequest:
     params: SynthesisParams
     seed: int
     facts: StreamFacts
+    transport: str
+    """Who asked ('http', 'websocket', 'wyoming', …): the `transport` label of the request statistics."""
 
 
 @dataclass
@@ -117,7 +121,9 @@ class SpeechEngine:
         self._workers = DeadlineWorkers(self.inference_threads)
         max_streams = self.settings.max_streams or default_max_streams(self.npu_cores)
         self.admission = Admission(max_streams, self.settings.queue_s)
-        """Every transport takes a slot here before it starts a stream (event-loop thread only)."""
+        """Every transport takes a slot here (through `slot`) before it starts a stream (event-loop thread only)."""
+        self.requests = RequestStats()
+        """Finished requests of every transport (event-loop thread only)."""
 
     def close(self) -> None:
         self._workers.shutdown(wait=True, cancel_futures=True)
@@ -127,9 +133,18 @@ class SpeechEngine:
     # -- requests -------------------------------------------------------------------------------------
 
     def prepare(self, request: SynthesisRequest, audio_format: AudioFormat = AudioFormat.WAV, *,
-                text_follows: bool = False) -> PreparedRequest:
-        """Checks a request; raises RequestError naming what is wrong. Nothing is synthesised yet.
-        `text_follows`: more text will be streamed into the request, so it may start empty."""
+                text_follows: bool = False, transport: str = "direct") -> PreparedRequest:
+        """Checks a request; raises RequestError naming what is wrong (counted as a bad request of
+        `transport`). Nothing is synthesised yet. `text_follows`: more text will be streamed into the request,
+        so it may start empty. `transport`: 'direct' for callers that are not a transport (tests, benchmarks)."""
+        try:
+            return self._prepare(request, audio_format, text_follows, transport)
+        except RequestError:
+            self.requests.record(transport, audio_format.value, Outcome.BAD_REQUEST)
+            raise
+
+    def _prepare(self, request: SynthesisRequest, audio_format: AudioFormat, text_follows: bool,
+                 transport: str) -> PreparedRequest:
         text = checked_text(request.text if isinstance(request.text, str) else "")
         if not text.strip() and not text_follows:
             raise RequestError("empty_text", "text is empty")
@@ -157,7 +172,20 @@ class SpeechEngine:
             seed = secrets.randbits(63)
         rate = config.sample_rate
         facts = StreamFacts(audio_format, content_type(audio_format, rate), rate, name, voice.decoder.name)
-        return PreparedRequest(voice, text, params, seed, facts)
+        return PreparedRequest(voice, text, params, seed, facts, transport)
+
+    @asynccontextmanager
+    async def slot(self, prepared: PreparedRequest) -> AsyncIterator[float]:
+        """Holds an admission slot for `prepared` (Busy, counted as rejected, after `synthesis.queue_s`
+        without one); gives the monotonic time the request asked for it, where its wait for audio starts."""
+        asked_at = time.monotonic()
+        async with AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(self.admission.slot())
+            except Busy:
+                self.requests.record(prepared.transport, prepared.facts.audio_format.value, Outcome.REJECTED_BUSY)
+                raise
+            yield asked_at
 
     async def stream(
         self, prepared: PreparedRequest, more_text: AsyncIterator[str] | None = None, *, word_timings: bool = False
@@ -294,7 +322,8 @@ class SpeechEngine:
             max=admission.max_streams, waiting=admission.waiting, rejected_busy=admission.counters.rejected,
             windows=counters.windows)
         voices = tuple(voice_health(voice, self.backend_reasons.get(name, "")) for name, voice in self.voices.items())
-        return self.health_board.snapshot(self.default_voice, voices, streams)
+        snapshot = self.health_board.snapshot(self.default_voice, voices, streams)
+        return replace(snapshot, requests=self.requests.health())
 
     def describe_voices(self) -> list[dict]:
         described = []

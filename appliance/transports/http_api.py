@@ -36,9 +36,7 @@ def add_http_routes(app: web.Application, routes: ApiRoutes) -> None:
 
 async def speak(request: web.Request) -> web.StreamResponse:
     """Checks the whole request, waits for a synthesis slot, and only then sends headers and streams."""
-    prepared = await _prepared(request)
-    async with request.app[ENGINE].admission.slot():
-        return await stream_audio(request, prepared)
+    return await stream_audio(request, await _prepared(request))
 
 
 async def timings(request: web.Request) -> web.Response:
@@ -46,7 +44,7 @@ async def timings(request: web.Request) -> web.Response:
     runs. The seed is in the answer, so the client can ask /api/tts for exactly that audio."""
     prepared = await _prepared(request)
     engine = request.app[ENGINE]
-    async with engine.admission.slot():
+    async with engine.slot(prepared):
         found = await engine.timings(prepared)
     facts = prepared.facts
     return web.json_response({
@@ -66,7 +64,7 @@ async def _prepared(request: web.Request) -> PreparedRequest:
     refuse_unknown_keys(raw, REQUEST_KEYS)
     synthesis_request, audio_format = parse_request(raw, config.audio.default_format,
                                                     strings=request.method == "GET")
-    return request.app[ENGINE].prepare(synthesis_request, audio_format)
+    return request.app[ENGINE].prepare(synthesis_request, audio_format, transport="http")
 
 
 async def stream_audio(
@@ -78,10 +76,19 @@ async def stream_audio(
     frame: Callable[[bytes], bytes] | None = None,
     trailer: bytes = b"",
 ) -> web.StreamResponse:
-    """Streams one admitted request: every HTTP route that speaks ends here. `media_type`, `frame` and
-    `trailer` let a route wrap the audio (OpenAI's server-sent events). Once the headers are out, a failure can
-    only be told by cutting the stream: the connection is closed without the final chunk, so every HTTP client
-    reports an incomplete body (a second response inside the body would corrupt it)."""
+    """Waits for an admission slot (Busy, before any header, when none frees up), then streams: every HTTP
+    route that speaks ends here. `media_type`, `frame` and `trailer` let a route wrap the audio (OpenAI's
+    server-sent events). Once the headers are out, a failure can only be told by cutting the stream: the
+    connection is closed without the final chunk, so every HTTP client reports an incomplete body (a second
+    response inside the body would corrupt it)."""
+    engine = request.app[ENGINE]
+    async with engine.slot(prepared) as asked_at:
+        return await _admitted(request, prepared, settings, media_type, frame, trailer, asked_at)
+
+
+async def _admitted(request: web.Request, prepared: PreparedRequest, settings: EncoderSettings | None,
+                    media_type: str | None, frame: Callable[[bytes], bytes] | None, trailer: bytes,
+                    asked_at: float) -> web.StreamResponse:
     engine, config = request.app[ENGINE], request.app[CONFIG]
     settings = settings or EncoderSettings(opus_bitrate=config.audio.opus_bitrate)
     request_id = request[REQUEST_ID]
@@ -106,7 +113,7 @@ async def stream_audio(
         await write(frame(data) if frame else data)
 
     try:
-        await play(engine, prepared, send, settings)
+        await play(engine, prepared, send, settings, asked_at=asked_at)
         if trailer:
             await write(trailer)
         await response.write_eof()

@@ -224,15 +224,14 @@ async def speech(request: web.Request) -> web.StreamResponse:
     try:
         raw = await read_json_object(request, config.server.body_timeout_s)
         asked = parse_speech_request(raw, engine, voice_table(config))
-        prepared = engine.prepare(asked.synthesis, asked.audio_format)
+        prepared = engine.prepare(asked.synthesis, asked.audio_format, transport="openai")
     except RequestError as e:
         return OpenAIError.from_request_error(e).response()
     except OpenAIError as e:
         return e.response()
     settings = EncoderSettings(opus_bitrate=config.audio.opus_bitrate, output_rate=asked.output_rate)
     try:
-        async with engine.admission.slot():
-            return await _stream(request, prepared, settings, sse=asked.sse)
+        return await _stream(request, prepared, settings, sse=asked.sse)
     except Busy as e:
         response = openai_error_response(429, str(e), kind="requests", code="rate_limit_exceeded")
         response.headers["Retry-After"] = str(e.retry_after_s)
@@ -241,7 +240,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
 
 def _stream(request: web.Request, prepared: PreparedRequest, settings: EncoderSettings, *,
             sse: bool) -> Awaitable[web.StreamResponse]:
-    """Streams one admitted request as `/api/tts` does; a failure after the headers cuts the connection (an SSE
+    """Admits and streams one request as `/api/tts` does; a failure after the headers cuts the connection (an SSE
     stream then lacks its `speech.audio.done`), so no client takes it for whole."""
     if not sse:
         return stream_audio(request, prepared, settings)

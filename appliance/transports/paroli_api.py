@@ -107,13 +107,13 @@ def _speaker_by_name(name: Any, voice: VoiceConfig) -> int:
     return voice.speaker_id_map[name]
 
 
-def prepare_paroli(engine: SpeechEngine, raw: Mapping[str, Any], request_id: str) -> PreparedRequest:
+def prepare_paroli(engine: SpeechEngine, raw: Mapping[str, Any], request_id: str, transport: str) -> PreparedRequest:
     """Checks a Paroli request completely against the default voice; nothing is synthesised yet."""
     parsed = parse_paroli_request(raw, engine.voices[engine.default_voice].config)
     if parsed.ignored_keys:
         log.info("request %s: ignored keys Paroli does not know either: %s", request_id,
                  ", ".join(repr(key[:40]) for key in parsed.ignored_keys[:8]))
-    return engine.prepare(parsed.synthesis, parsed.audio_format)
+    return engine.prepare(parsed.synthesis, parsed.audio_format, transport=transport)
 
 
 # -- HTTP ----------------------------------------------------------------------------------------------------
@@ -125,13 +125,12 @@ async def synthesise(request: web.Request) -> web.StreamResponse:
     config, engine = request.app[CONFIG], request.app[ENGINE]
     try:
         raw = await read_json_object(request, config.server.body_timeout_s)
-        prepared = prepare_paroli(engine, raw, request[REQUEST_ID])
+        prepared = prepare_paroli(engine, raw, request[REQUEST_ID], "paroli")
     except RequestError as e:
         return refusal(400, e.code, e.message)
     try:
-        async with engine.admission.slot():
-            pcm = prepared.facts.audio_format is AudioFormat.PCM
-            return await stream_audio(request, prepared, media_type=PCM_CONTENT_TYPE if pcm else None)
+        pcm = prepared.facts.audio_format is AudioFormat.PCM
+        return await stream_audio(request, prepared, media_type=PCM_CONTENT_TYPE if pcm else None)
     except Busy as e:
         response = refusal(503, "busy", str(e))
         response.headers["Retry-After"] = str(e.retry_after_s)
@@ -164,13 +163,13 @@ class ParoliSession(WsSession):
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         try:
-            prepared = prepare_paroli(self.engine, message, "websocket")
+            prepared = prepare_paroli(self.engine, message, "websocket", "paroli_websocket")
             self._enqueue(Utterance(self._new_id({}), prepared, time.monotonic()))
         except RequestError as e:
             await self.error(e.code, e.message)
 
-    async def _play_one(self, utterance: Utterance) -> None:
-        await play(self.engine, utterance.prepared, self.send_bytes, self.encoder_settings)
+    async def _play_one(self, utterance: Utterance, asked_at: float) -> None:
+        await play(self.engine, utterance.prepared, self.send_bytes, self.encoder_settings, asked_at=asked_at)
         await self.send_json(FINISHED)
 
     async def error(self, code: str, message: str, utterance_id: str | None = None, **extra: Any) -> None:

@@ -18,7 +18,9 @@ class ApiRoutes:
     health: str
     ws_tts: str
     """The WebSocket: speak, streamed text, barge-in."""
+    metrics: str
+    """Prometheus' text format."""
 
 
-API_ROUTES: Final = ApiRoutes(page="/", tts="/api/tts", timings="/api/timings",
-                                voices="/api/voices", health="/healthz", ws_tts="/ws/tts")
+API_ROUTES: Final = ApiRoutes(page="/", tts="/api/tts", timings="/api/timings", voices="/api/voices",
+                              health="/healthz", ws_tts="/ws/tts", metrics="/metrics")

@@ -149,7 +149,7 @@ class WsSession:
 
     async def _speak(self, message: dict) -> None:
         request, audio_format = parse_request(message, self.default_format)
-        prepared = self.engine.prepare(request, audio_format)
+        prepared = self.engine.prepare(request, audio_format, transport="websocket")
         self._enqueue(Utterance(self._new_id(message), prepared, time.monotonic(), timings=_timings(message)))
 
     def _enqueue(self, utterance: Utterance) -> None:
@@ -165,7 +165,8 @@ class WsSession:
         text = checked_text(text)
         if self.open_text is None:
             options, audio_format = parse_options(message, self.default_format)
-            prepared = self.engine.prepare(SynthesisRequest(text="", **options), audio_format, text_follows=True)
+            prepared = self.engine.prepare(SynthesisRequest(text="", **options), audio_format, text_follows=True,
+                                           transport="websocket")
             utterance = Utterance(self._new_id(message), prepared, time.monotonic(),
                                   streamed=StreamedText(self.max_text_chars), timings=_timings(message))
             self._enqueue(utterance)
@@ -220,8 +221,8 @@ class WsSession:
             utterance = await self.queue.get()
             self.current = utterance
             try:
-                async with self.engine.admission.slot():
-                    await self._play_one(utterance)
+                async with self.engine.slot(utterance.prepared) as asked_at:
+                    await self._play_one(utterance, asked_at)
             except RequestError as e:
                 await self.error(e.code, e.message, utterance.id)
             except Busy as e:
@@ -235,7 +236,7 @@ class WsSession:
             finally:
                 self.current = None
 
-    async def _play_one(self, utterance: Utterance) -> None:
+    async def _play_one(self, utterance: Utterance, asked_at: float) -> None:
         facts = utterance.prepared.facts
         more = utterance.streamed.sentences() if utterance.streamed is not None else None
         await self.send_json({"type": "start", "id": utterance.id, "format": facts.audio_format.value,
@@ -245,7 +246,7 @@ class WsSession:
             await self.send_json({"type": "words", "id": utterance.id, "words": [w.as_json() for w in words]})
 
         stats = await play(self.engine, utterance.prepared, self.send_bytes, self.encoder_settings, more,
-                           send_words if utterance.timings else None)
+                           send_words if utterance.timings else None, asked_at=asked_at)
         first_audio = stats.first_audio_at or time.monotonic()
         await self.send_json({
             "type": "end",

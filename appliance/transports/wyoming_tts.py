@@ -283,7 +283,7 @@ class WyomingConnection(AsyncEventHandler):
         if not isinstance(text, str):
             raise EventRefused("invalid_text", "text must be a string")
         engine = self._server.engine()
-        prepared = engine.prepare(synthesis_request(engine, data, text), AudioFormat.PCM)
+        prepared = engine.prepare(synthesis_request(engine, data, text), AudioFormat.PCM, transport="wyoming")
         await self._play(engine, prepared, None)
 
     async def _start_stream(self, data: dict[str, Any]) -> None:
@@ -292,7 +292,8 @@ class WyomingConnection(AsyncEventHandler):
         stream = self._stream = _Stream(StreamedText(self._limits.max_text_chars))
         try:
             engine = self._server.engine()
-            prepared = engine.prepare(synthesis_request(engine, data, ""), AudioFormat.PCM, text_follows=True)
+            prepared = engine.prepare(synthesis_request(engine, data, ""), AudioFormat.PCM, text_follows=True,
+                                      transport="wyoming")
         except (EventRefused, RequestError):
             # Told once; the chunks and the compatibility synthesize that follow are swallowed, and the stop
             # still ends the stream with synthesize-stopped.
@@ -338,9 +339,9 @@ class WyomingConnection(AsyncEventHandler):
             await self.write_event(AudioChunk(rate=rate, width=SAMPLE_WIDTH, channels=CHANNELS, audio=data).event())
 
         try:
-            async with engine.admission.slot():
+            async with engine.slot(prepared) as asked_at:
                 await self.write_event(AudioStart(rate=rate, width=SAMPLE_WIDTH, channels=CHANNELS).event())
-                await play(engine, prepared, send, EncoderSettings(), more)
+                await play(engine, prepared, send, EncoderSettings(), more, asked_at=asked_at)
                 await self.write_event(AudioStop().event())
         except Busy as e:
             await self._error("busy", str(e))
