@@ -17,6 +17,7 @@ class HealthPart(Enum):
     MDNS = "mdns"
     WATCHDOG = "watchdog"
     WYOMING = "wyoming"
+    PRERENDER = "prerender"
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,18 @@ The engine owns one board (`SpeechEngine.health_board`) and composes the whole s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Protocol
 
 from . import __version__
 from .health import (
+    CacheHealth,
     HealthPart,
     HealthSnapshot,
     LoopLag,
     MdnsHealth,
+    PrerenderHealth,
     StreamsHealth,
     TunnelHealth,
     VoiceHealth,
@@ -36,7 +39,7 @@ class HealthBoard:
     Threading: event-loop thread only. Every writer reports from a coroutine or callback on the loop, and the
     listeners are called there, synchronously, so they must only schedule work. Each part has one writer: the
     tunnel's lifecycle and supervisor, the mDNS announcer, the systemd watchdog pinger, the Wyoming server,
-    the engine (streams).
+    the engine (streams), the pre-renderer.
     """
 
     def __init__(self) -> None:
@@ -44,6 +47,7 @@ class HealthBoard:
         self._mdns: MdnsHealth | None = None
         self._watchdog: WatchdogHealth | None = None
         self._wyoming: WyomingHealth | None = None
+        self._prerender: PrerenderHealth | None = None
         self._loop_lag: LoopLagSource | None = None
         self._listeners: list[Listener] = []
 
@@ -68,6 +72,11 @@ class HealthBoard:
             self._wyoming = wyoming
             self.changed(HealthPart.WYOMING)
 
+    def report_prerender(self, prerender: PrerenderHealth | None) -> None:
+        if prerender != self._prerender:
+            self._prerender = prerender
+            self.changed(HealthPart.PRERENDER)
+
     def measure_loop_lag(self, source: LoopLagSource | None) -> None:
         """The probe that reads the event loop's lag at snapshot time; None when it stops."""
         self._loop_lag = source
@@ -82,8 +91,11 @@ class HealthBoard:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    def snapshot(self, default_voice: str, voices: tuple[VoiceHealth, ...], streams: StreamsHealth) -> HealthSnapshot:
-        """The whole snapshot, around the engine's own parts."""
+    def snapshot(self, default_voice: str, voices: tuple[VoiceHealth, ...], streams: StreamsHealth,
+                 cache: CacheHealth | None = None) -> HealthSnapshot:
+        """The whole snapshot, around the engine's own parts (the phrase cache's with the pre-renderer's report)."""
+        if cache is not None and self._prerender is not None:
+            cache = dataclasses.replace(cache, prerender=self._prerender)
         return HealthSnapshot(
             version=__version__,
             default_voice=default_voice,
@@ -94,6 +106,7 @@ class HealthBoard:
             watchdog=self._watchdog,
             event_loop=self._loop_lag.summary() if self._loop_lag is not None else None,
             wyoming=self._wyoming,
+            cache=cache,
         )
 
     @property

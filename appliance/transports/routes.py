@@ -16,6 +16,8 @@ class ApiRoutes:
     health: str
     ws_tts: str
     """The WebSocket: speak, streamed text, barge-in."""
+    prerender: str = "/api/cache/prerender"
+    """POST: phrases rendered into the phrase cache in the background."""
 
 
 API_ROUTES: Final = ApiRoutes(page="/", tts="/api/tts", voices="/api/voices", health="/healthz", ws_tts="/ws/tts")

@@ -7,7 +7,8 @@ Client -> server
   {"type": "cancel"}               (barge-in: stop the audio now and drop what is queued)
 Server -> client
   {"type": "start", "id", "format", "content_type", "sample_rate", "voice"} then binary frames, then
-  {"type": "end", "id", "audio_seconds", "synthesis_ms", "first_audio_ms"}
+  {"type": "end", "id", "audio_seconds", "synthesis_ms", "first_audio_ms", "cached_sentences"}
+  (`cached_sentences`: text units played from the phrase cache)
   {"type": "cancelled", "ids": [...]}
   {"type": "error", "code", "message", "id"?, "retry_after"?}
 Utterances play in the order they were asked for, one at a time; each takes a synthesis stream from the
@@ -243,6 +244,7 @@ class WsSession:
             "audio_seconds": round(stats.audio_seconds, 3),
             "synthesis_ms": round((time.monotonic() - stats.started_at) * 1000, 1),
             "first_audio_ms": round((first_audio - utterance.received_at) * 1000, 1),
+            "cached_sentences": stats.units.cached_units,
         })
 
     async def send_json(self, body: dict) -> None:
