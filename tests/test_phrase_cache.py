@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize
 
 from appliance.daemon import create_app
-from appliance.synthesis.cache_files import HEADER_BYTES
+from appliance.synthesis.cache_files import HEADER_BYTES, file_bytes
 from appliance.synthesis.engine import SpeechEngine
 from appliance.synthesis.loading import load_engine
+from appliance.synthesis.phrase_cache import PhraseCache, PhraseKey
+from appliance.synthesis.prerender import parse_phrase_lines
 from tests.conftest import make_config, start_app
 from tests.daemon_process import running_daemon
 from tests.test_websocket import receive_utterance
@@ -280,3 +285,32 @@ async def test_a_live_request_during_prerendering_waits_at_most_one_prerender_jo
         cache = (await healthz(url))["cache"]
         assert cache["prerender"]["queued"] > 0, "pre-rendering finished before the live requests: not tested"
         assert max(during) <= 2 * alone + 0.1, f"alone {alone:.3f} s, during pre-rendering {during}"
+
+
+def test_phrase_lines_name_a_voice_only_with_a_bare_prefix() -> None:
+    lines = ["# greetings", "", "  Welcome back.  ", "en_US-joe-medium|Good morning.", "Press 1 | or 2.", "|Hi."]
+    assert parse_phrase_lines(lines) == [(None, "Welcome back."), ("en_US-joe-medium", "Good morning."),
+                                         (None, "Press 1 | or 2."), (None, "|Hi.")]
+
+
+def test_the_index_is_rebuilt_from_the_folder_oldest_first_and_half_written_files_are_removed(tmp_path: Path
+                                                                                             ) -> None:
+    key = PhraseKey("sha", "cpu", None, (1.0, 0.667, 0.8), 0, "")
+    keys = [dataclasses.replace(key, text=f"Sentence {n}.") for n in range(3)]
+    cache = PhraseCache(tmp_path, max_bytes=3 * file_bytes(1000))
+    for n, k in enumerate(keys):
+        cache.store(k, np.full(1000, n / 10, dtype=np.float32), 22050)
+    assert cache.load(keys[0]) is not None  # now the most recent
+    cache.close()
+    now = time.time()
+    assert os.stat(tmp_path / keys[0].file_name()).st_mtime >= now - 5  # the hit is on disk
+    for age, k in ((30, keys[1]), (20, keys[2]), (10, keys[0])):  # distinct times, whatever the clock's grain
+        os.utime(tmp_path / k.file_name(), (now - age, now - age))
+    (tmp_path / "leftover.phrase.tmp").write_bytes(b"half")
+    again = PhraseCache(tmp_path, max_bytes=2 * file_bytes(1000))  # the limit shrank: the oldest goes
+    assert not (tmp_path / "leftover.phrase.tmp").exists()
+    assert [again.contains(k) for k in keys] == [True, False, True]
+    loaded = again.load(keys[2])
+    assert loaded is not None and np.array_equal(loaded, np.full(1000, 0.2, dtype=np.float32))
+    assert again.health().bytes == 2 * file_bytes(1000)
+    again.close()

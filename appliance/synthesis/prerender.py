@@ -28,15 +28,15 @@ MAX_QUEUED: Final = 10_000
 
 def parse_phrase_lines(lines: Iterable[str]) -> list[tuple[str | None, str]]:
     """(voice or None, text) per phrase line: `text` or `voice|text`. Blank lines and `#` comments are skipped.
-    The part before the first `|` is a voice name only if it has no spaces (a phrase may contain `|`)."""
+    The part before the first `|` is a voice name only if it has no whitespace (a phrase may contain `|`)."""
     phrases: list[tuple[str | None, str]] = []
     for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         prefix, bar, rest = line.partition("|")
-        if bar and prefix.strip() and not any(c.isspace() for c in prefix.strip()):
-            phrases.append((prefix.strip(), rest.strip()))
+        if bar and prefix and not any(c.isspace() for c in prefix):
+            phrases.append((prefix, rest.strip()))
         else:
             phrases.append((None, line))
     return phrases
