@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from .config import ApplianceConfig
+from .decoders.npu_detect import NpuProbe
 from .synthesis.engine import SpeechEngine
 from .synthesis.loading import load_engine
 from .synthesis.request import SynthesisRequest
@@ -38,8 +39,10 @@ async def measure(engine: SpeechEngine, text: str, voice: str | None, seed: int)
             "audio_s": audio_s, "rtf": total / audio_s if audio_s else float("nan")}
 
 
-async def run_benchmark(config: ApplianceConfig, voice: str | None, repeat: int) -> dict[str, Any]:
-    engine = await asyncio.to_thread(load_engine, config)
+async def run_benchmark(config: ApplianceConfig, voice: str | None, repeat: int,
+                        npu: NpuProbe | None = None) -> dict[str, Any]:
+    """`npu`: the board's NPU as probed already (default: probe it)."""
+    engine = await asyncio.to_thread(load_engine, config, npu)
     try:
         name = voice or engine.default_voice
         results: dict[str, Any] = {"voice": name, "backend": engine.voices[name].decoder.name,

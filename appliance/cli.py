@@ -1,4 +1,4 @@
-"""Command line: `appliance serve | say | bench | doctor | token | rotate-token | hub-key` (also
+"""Command line: `appliance serve | say | bench | doctor | report | token | rotate-token | hub-key` (also
 `python -m appliance …`)."""
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--backend", choices=["cpu", "npu", "auto"], default="auto")
 
     commands.add_parser("doctor", help="report the NPU, its runtime, the voice bundles; run one inference per core")
+    report = commands.add_parser("report", help="doctor, bench on NPU and CPU, versions and bundle figures in one "
+                                                "JSON file, to paste into an issue")
+    report.add_argument("-o", "--output", type=Path, default=Path("appliance-report.json"))
+    report.add_argument("--voice")
+    report.add_argument("--repeat", type=int, default=3)
     commands.add_parser("token", help="print the token remote clients must send (created on first use)")
     commands.add_parser("rotate-token", help="replace the token; remote clients need the new one")
     commands.add_parser("hub-key", help="print the authorized_keys line to install on the hub")
@@ -116,6 +121,17 @@ def run_doctor(config: ApplianceConfig, args: argparse.Namespace) -> int:
     return 0 if report["npu_usable"] else 1
 
 
+def run_report(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    from .board_report import board_report
+
+    report = asyncio.run(board_report(config, args.repeat, args.voice))
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    npu = report["bench"]["npu"]
+    print(f"wrote {args.output}: NPU {'benchmarked' if 'texts' in npu else 'skipped: ' + npu['skipped']}; "
+          f"please attach it to your issue")
+    return 0
+
+
 def run_token(config: ApplianceConfig, args: argparse.Namespace) -> int:
     from .security.commands import print_token
 
@@ -146,6 +162,7 @@ COMMANDS = {
     "say": run_say,
     "bench": run_bench,
     "doctor": run_doctor,
+    "report": run_report,
     "token": run_token,
     "rotate-token": run_rotate_token,
     "hub-key": run_hub_key,

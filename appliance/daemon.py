@@ -30,7 +30,7 @@ from .transports.openai_speech import add_openai_routes
 from .transports.paroli_api import add_paroli_routes
 from .transports.routes import API_ROUTES
 from .transports.websocket_tts import add_websocket_routes
-from .transports.wyoming_tts import wyoming_context
+from .transports.wyoming_tts import wyoming_context, wyoming_health_context
 from .tunnel.lifecycle import tunnel_context
 from .tunnel.remote_listener import remote_listener_context
 
@@ -56,6 +56,7 @@ def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None) -> w
     app.cleanup_ctx.extend([
         wyoming_context,  # first: bound and answering `describe` while the engine loads
         engine_context,
+        wyoming_health_context,
         prerender_context,
         loop_lag_context,
         remote_listener_context(add_routes, [json_errors]),
@@ -91,6 +92,7 @@ async def prerender_context(app: web.Application) -> AsyncIterator[None]:
     if path is not None:
         prerenderer.add_phrases(await asyncio.to_thread(read_phrase_file, path), str(path))
     app[PRERENDER] = prerenderer
+    engine.health_board.watch_prerender(prerenderer)
     task = asyncio.create_task(prerenderer.run())
     try:
         yield
@@ -98,7 +100,7 @@ async def prerender_context(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        engine.health_board.report_prerender(None)
+        engine.health_board.watch_prerender(None)
 
 
 def lan_listener(app: web.Application, config: ApplianceConfig) -> Listener:

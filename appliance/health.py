@@ -16,8 +16,6 @@ class HealthPart(Enum):
     TUNNEL = "tunnel"
     MDNS = "mdns"
     WATCHDOG = "watchdog"
-    WYOMING = "wyoming"
-    PRERENDER = "prerender"
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class VoiceHealth:
     """Why, in words (start-up's backend choice)."""
     decoder: str
     flow: str
-    """The flow's backend, or 'cpu (whole)' when it runs unwindowed on the CPU."""
+    """The flow's backend, or 'cpu (per decoder window)' when the CPU runs it for each decoder window."""
     npu_decoder: NpuStageHealth | None = None
     npu_flow: NpuStageHealth | None = None
     fallback: FallbackHealth = FallbackHealth()

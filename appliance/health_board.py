@@ -32,22 +32,30 @@ class LoopLagSource(Protocol):
     def summary(self) -> LoopLag: ...
 
 
+class WyomingSource(Protocol):
+    def health(self) -> WyomingHealth: ...
+
+
+class PrerenderSource(Protocol):
+    def health(self) -> PrerenderHealth: ...
+
+
 class HealthBoard:
     """The latest report of each outer component (tunnel, mDNS, watchdog), a reader for the event-loop lag,
     and the listeners to tell about changes (the systemd status line).
 
     Threading: event-loop thread only. Every writer reports from a coroutine or callback on the loop, and the
     listeners are called there, synchronously, so they must only schedule work. Each part has one writer: the
-    tunnel's lifecycle and supervisor, the mDNS announcer, the systemd watchdog pinger, the Wyoming server,
-    the engine (streams), the pre-renderer.
+    tunnel's lifecycle and supervisor, the mDNS announcer, the systemd watchdog pinger, the engine (streams).
+    The event-loop probe, the Wyoming listener and the pre-renderer are read when a snapshot is taken.
     """
 
     def __init__(self) -> None:
         self._tunnel: TunnelHealth | None = None
         self._mdns: MdnsHealth | None = None
         self._watchdog: WatchdogHealth | None = None
-        self._wyoming: WyomingHealth | None = None
-        self._prerender: PrerenderHealth | None = None
+        self._wyoming: WyomingSource | None = None
+        self._prerender: PrerenderSource | None = None
         self._loop_lag: LoopLagSource | None = None
         self._listeners: list[Listener] = []
 
@@ -67,15 +75,13 @@ class HealthBoard:
             self._watchdog = watchdog
             self.changed(HealthPart.WATCHDOG)
 
-    def report_wyoming(self, wyoming: WyomingHealth | None) -> None:
-        if wyoming != self._wyoming:
-            self._wyoming = wyoming
-            self.changed(HealthPart.WYOMING)
+    def watch_wyoming(self, source: WyomingSource | None) -> None:
+        """The Wyoming listener, read at snapshot time (it starts before the engine exists); None when it stops."""
+        self._wyoming = source
 
-    def report_prerender(self, prerender: PrerenderHealth | None) -> None:
-        if prerender != self._prerender:
-            self._prerender = prerender
-            self.changed(HealthPart.PRERENDER)
+    def watch_prerender(self, source: PrerenderSource | None) -> None:
+        """The pre-renderer's queue, read at snapshot time; None when it stops."""
+        self._prerender = source
 
     def measure_loop_lag(self, source: LoopLagSource | None) -> None:
         """The probe that reads the event loop's lag at snapshot time; None when it stops."""
@@ -95,7 +101,7 @@ class HealthBoard:
                  cache: CacheHealth | None = None) -> HealthSnapshot:
         """The whole snapshot, around the engine's own parts (the phrase cache's with the pre-renderer's report)."""
         if cache is not None and self._prerender is not None:
-            cache = dataclasses.replace(cache, prerender=self._prerender)
+            cache = dataclasses.replace(cache, prerender=self._prerender.health())
         return HealthSnapshot(
             version=__version__,
             default_voice=default_voice,
@@ -105,7 +111,7 @@ class HealthBoard:
             mdns=self._mdns,
             watchdog=self._watchdog,
             event_loop=self._loop_lag.summary() if self._loop_lag is not None else None,
-            wyoming=self._wyoming,
+            wyoming=self._wyoming.health() if self._wyoming is not None else None,
             cache=cache,
         )
 

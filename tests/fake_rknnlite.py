@@ -11,6 +11,7 @@ runtime handed out, so that tests can check that each one that was initialised h
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,14 @@ class FakeBoard:
     fail_cores: set[int] = field(default_factory=set)
     fail_init_cores: set[int] = field(default_factory=set)
     """`init_runtime` on these cores returns -1, as when the driver cannot open a context there."""
+    raise_init_cores: set[int] = field(default_factory=set)
+    """`init_runtime` on these cores raises, as the real binding does when librknnrt fails inside the call."""
     hang_cores: set[int] = field(default_factory=set)
     fail_after_windows: int | None = None
     """Every core fails once this many windows have run in total."""
     windows_by_core: dict[int, int] = field(default_factory=dict)
+    timeline: list[tuple[str, int, float, float]] = field(default_factory=list)
+    """Every inference that answered: (model file name, core, monotonic start, monotonic end)."""
     errors: list[str] = field(default_factory=list)
     runtimes: list[FakeRKNNLite] = field(default_factory=list)
     """Every runtime handed out, in order."""
@@ -112,6 +117,8 @@ class FakeRKNNLite:
         if core in self._board.fail_init_cores:
             self._board.errors.append(f"init_runtime: cannot open a context on core {core} (injected)")
             return -1
+        if core in self._board.raise_init_cores:
+            raise RuntimeError(f"Init runtime environment failed on core {core} (injected)")
         self._core = core
         self._stage = OnnxStage(self._model.graph, OrtSettings(intra_op_threads=1))
         self.initialised_core = core
@@ -145,9 +152,11 @@ class FakeRKNNLite:
             return None
         if failing:
             raise RuntimeError(f"rknn_run failed on core {core} (injected)")
+        started = time.monotonic()
         output = self._stage.run(dict(zip(names, inputs, strict=True)))[model.graph.outputs[0]]
         with self._board._lock:
             self._board.windows_by_core[core] = self._board.windows_by_core.get(core, 0) + 1
+            self._board.timeline.append((model.graph.name, core, started, time.monotonic()))
         return [output]
 
     def release(self) -> None:

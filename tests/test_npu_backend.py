@@ -150,6 +150,31 @@ async def test_windows_of_concurrent_requests_spread_over_the_three_cores(
         engine.close()
 
 
+async def test_a_lone_sentence_pipelines_flow_and_decoder_windows_over_the_three_cores(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, cpu_reference: SpeechEngine
+) -> None:
+    """Each decoder window runs the flow windows it reads when it first needs them, so the decoder of a sentence's
+    first windows runs while its later flow windows are still to come, and both stages use every core."""
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    config = replace(npu_config, synthesis=replace(npu_config.synthesis, inference_threads=3))
+    engine = load_engine(config, rk3588(board))
+    sentence = ("One long sentence keeps the flow and the decoder busy together, window after window, on three "
+                "cores at once, without any pause in between them")
+    try:
+        board.timeline.clear()
+        audio = await speak(engine, sentence)
+        flow = [run for run in board.timeline if run[0] == "flow"]
+        decoder = [run for run in board.timeline if run[0] == "decoder"]
+        assert len(flow) >= 4 and len(decoder) >= 4 * 2
+        first_decoder_start = min(start for _, _, start, _ in decoder)
+        last_flow_start = max(start for _, _, start, _ in flow)
+        assert first_decoder_start < last_flow_start, "the decoder waited for the whole sentence's flow"
+        assert {core for _, core, _, _ in flow} == {core for _, core, _, _ in decoder} == {0, 1, 2}
+        assert np.array_equal(audio, await speak(cpu_reference, sentence))
+    finally:
+        engine.close()
+
+
 def test_start_up_falls_back_to_the_cpu_and_says_why(
     npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard, tmp_path: Path
 ) -> None:
@@ -192,6 +217,24 @@ def test_a_core_refusing_to_start_releases_the_cores_opened_before_it(
         NpuStageBackend(bundle / decoder.file, decoder, (0, 1, 2), board.runtime)
     assert [r.initialised_core for r in board.initialised_runtimes()] == [0, 1]
     assert len(board.runtimes) == 3 and board.unreleased_runtimes() == []
+
+
+def test_an_init_runtime_that_raises_is_an_npu_error_and_start_up_uses_the_cpu(
+    npu_config: ApplianceConfig, files: VoiceFiles, split: SplitVoice, board: FakeBoard
+) -> None:
+    bundle = write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    decoder = BundleManifest.load(bundle).decoder
+    board.raise_init_cores = {1}
+    with pytest.raises(NpuError, match="init_runtime on NPU core 1 failed"):
+        NpuStageBackend(bundle / decoder.file, decoder, (0, 1, 2), board.runtime)
+    assert board.unreleased_runtimes() == []
+    engine = load_engine(npu_config, rk3588(board))
+    try:
+        health = voice_health(engine, files.name)
+        assert health.backend == "cpu" and "init_runtime on NPU core 1 failed" in health.reason
+    finally:
+        engine.close()
+    assert board.unreleased_runtimes() == []
 
 
 def test_a_decoder_the_npu_refuses_releases_the_flow_already_loaded(
@@ -238,7 +281,8 @@ async def test_an_npu_failure_mid_stream_continues_on_the_cpu_sample_for_sample(
         assert np.array_equal(audio, await speak(cpu_reference))
         health = voice_health(engine, files.name)
         counters = health.fallback
-        assert counters.npu_failures == 1 and counters.requests_fallen_back == 1
+        # Windows running beside the first failed one may fail too; the request falls back once.
+        assert counters.npu_failures >= 1 and counters.requests_fallen_back == 1
         assert counters.npu_windows >= 4 and counters.cpu_fallback_windows > 0
         assert health.npu_flow is not None and health.npu_decoder is not None
         cores = [*health.npu_flow.cores, *health.npu_decoder.cores]

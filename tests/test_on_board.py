@@ -65,3 +65,28 @@ def test_the_daemon_decodes_on_the_npu_and_streams_complete_audio(tmp_path: Path
         assert len(audio) > 22050 and engine.voices["en_US-joe-medium"].fallback_counters.npu_failures == 0
     finally:
         engine.close()
+
+
+def test_a_lone_long_sentence_uses_every_core_for_each_npu_stage_and_stays_real_time(tmp_path: Path) -> None:
+    """The schedule on the board: a sentence's decoder windows (and, in a bundle with the flow on the NPU, the
+    flow windows they read) spread over the three cores, and the lone request runs at least 5x real time."""
+    config = make_config(tmp_path)
+    engine = load_engine(config, PROBE)
+    sentence = ("One long sentence keeps the neural processing unit busy, window after window, on all of its "
+                "cores at once, without a pause in between them, until the very last word of it is spoken.")
+    try:
+        async def speak() -> tuple[np.ndarray, float]:
+            prepared = engine.prepare(SynthesisRequest(text=sentence, seed=1))
+            started = asyncio.get_running_loop().time()
+            audio = np.concatenate([c.samples async for c in engine.stream(prepared)])
+            return audio, asyncio.get_running_loop().time() - started
+
+        asyncio.run(speak())  # warm
+        audio, seconds = asyncio.run(speak())
+        voice = next(v for v in engine.health().voices if v.name == "en_US-joe-medium")
+        for stage in (voice.npu_decoder, voice.npu_flow):
+            if stage is not None:
+                assert all(core.windows > 0 for core in stage.cores), stage
+        assert seconds / (len(audio) / 22050) <= 0.2
+    finally:
+        engine.close()

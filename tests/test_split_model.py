@@ -70,7 +70,7 @@ def test_cut_points_are_found_from_the_graph(files: VoiceFiles) -> None:
 
 def test_prelude_then_decoder_equals_the_original_model(voice: LoadedVoice, files: VoiceFiles, ids: list[int]) -> None:
     latent = voice.encode(ids, SynthesisParams(None, 1.0, 0.0, 0.0), np.random.default_rng(0))
-    whole = voice.decoder.run(latent.source.frames(0, latent.frames)).reshape(-1)
+    whole = voice.decode_whole(latent)
     reference = original_audio(files, ids)
     assert whole.shape == reference.shape
     assert np.max(np.abs(whole - reference)) < 1e-4

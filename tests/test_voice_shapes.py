@@ -68,11 +68,6 @@ def _run_original(session: ort.InferenceSession, ids: list[int], params: Synthes
     return session.run(["output"], feeds)[0].reshape(-1)
 
 
-def _decode_whole(voice: LoadedVoice, latent: Latent) -> np.ndarray:
-    tensors = {**latent.source.frames(0, latent.frames), **latent.constants}
-    return voice.decoder.run({n: t for n, t in tensors.items() if n in voice.split.decoder.inputs}).reshape(-1)
-
-
 def _decode_windowed(voice: LoadedVoice, latent: Latent) -> tuple[np.ndarray, int]:
     windows = voice.audio_windows(latent)
     pieces = []
@@ -106,7 +101,7 @@ def test_split_stages_give_the_original_models_audio(
     params = SynthesisParams(speaker_id, length_scale=1.0, noise_scale=0.0, noise_w=0.0)
 
     latent = voice.encode(ids, params, np.random.default_rng(0))
-    audio = _decode_whole(voice, latent)
+    audio = voice.decode_whole(latent)
 
     original = run_original(voice.files.onnx_path, ids, params)
     assert audio.shape == original.shape
@@ -121,7 +116,7 @@ def test_windowed_decoding_sounds_like_whole_decoding(engine: SpeechEngine, voic
                              voice.config.length_scale, voice.config.noise_scale, voice.config.noise_w)
     latent = voice.encode(_sentence_ids(engine, voice), params, np.random.default_rng(3))
 
-    whole = _decode_whole(voice, latent)
+    whole = voice.decode_whole(latent)
     windowed, count = _decode_windowed(voice, latent)
 
     assert count >= 3
@@ -141,7 +136,7 @@ def test_windowed_flow_and_decoder_sound_like_whole_decoding(engine: SpeechEngin
                              config.length_scale, config.noise_scale, config.noise_w)
     ids = _sentence_ids(engine, whole_flow)
 
-    whole = _decode_whole(whole_flow, whole_flow.encode(ids, params, np.random.default_rng(4)))
+    whole = whole_flow.decode_whole(whole_flow.encode(ids, params, np.random.default_rng(4)))
     windowed, count = _decode_windowed(windowed_flow, windowed_flow.encode(ids, params, np.random.default_rng(4)))
 
     assert count >= 3

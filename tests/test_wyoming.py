@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -316,3 +318,91 @@ async def test_busy_is_an_error_event_and_the_connection_carries_on(engine: Spee
             assert error.code == "busy" and "busy" in error.text
         await client.write_event(Synthesize(text="Yes.").event())
         assert (await hear(client, "audio-stop")).types[0] == "audio-start"
+
+
+# --- anything a client sends ------------------------------------------------------------------------------
+
+EVENT_TYPES = ("describe", "synthesize", "synthesize-start", "synthesize-chunk", "synthesize-stop", "audio-chunk",
+               "transcribe", "", "x" * 300)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+VOICE_VALUES = JSON_VALUES | st.fixed_dictionaries({}, optional={"name": st.sampled_from([VOICE, "nope"]) | JSON_VALUES,
+                                                                  "speaker": JSON_VALUES,
+                                                                  "language": st.sampled_from(["en_US", "xx"])})
+EVENT_DATA = st.fixed_dictionaries({}, optional={"text": st.text(max_size=20) | JSON_VALUES, "voice": VOICE_VALUES})
+
+
+@st.composite
+def client_bytes(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """One or more events or junk lines as a client could write them; True if a header promises more body
+    bytes than are written (the server then waits for them, up to its body timeout)."""
+    written, short = b"", False
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["event", "event", "junk"]))
+        if kind == "junk":
+            written += draw(st.binary(max_size=60)).replace(b"\n", b" ") + b"\n"
+            continue
+        header: dict[str, object] = {"type": draw(st.sampled_from(EVENT_TYPES) | JSON_VALUES)}
+        data = draw(EVENT_DATA | JSON_VALUES)
+        if draw(st.booleans()):
+            header["data"] = data
+        body = json.dumps(draw(EVENT_DATA)).encode() if draw(st.booleans()) else b""
+        payload = draw(st.binary(max_size=40))
+        header["data_length"] = draw(st.sampled_from([len(body), len(body) + 5, -1, "7", None]))
+        header["payload_length"] = draw(st.sampled_from([len(payload), 0, len(payload) + 3, 2**40]))
+        promised = [n for n in (header["data_length"], header["payload_length"]) if isinstance(n, int) and n > 0]
+        short |= sum(promised) > len(body) + len(payload) and sum(promised) <= 300_000
+        written += json.dumps(header).encode() + b"\n" + body + payload
+    return written, short
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(client_bytes())
+def test_anything_a_client_writes_gets_error_events_or_a_close_and_the_daemon_carries_on(
+        daemon: DaemonProcess, sent: tuple[bytes, bool]) -> None:
+    written, short = sent
+    answers = ("error", "info", "audio-start", "audio-chunk", "audio-stop", "synthesize-stopped")
+
+    async def exchange() -> None:
+        async with raw_connection(daemon.wyoming_port) as (reader, writer):
+            writer.write(written + b'{"type": "synthesize-stop"}\n{"type": "describe"}\n')
+            try:
+                async with asyncio.timeout(3 if short else EVENT_TIMEOUT_S):
+                    while (event := await async_read_event(reader)) is not None:
+                        assert event.type in answers, event
+                        if Info.is_type(event.type):
+                            break
+            except TimeoutError:
+                assert short, "no answer, though every promised byte was written"
+            except (ConnectionError, ValueError):
+                pass  # closed by the server, e.g. after an oversized header line
+        # Whatever happened on that connection, a new one is served at once.
+        async with wyoming_client(daemon) as client:
+            await client.write_event(Describe().event())
+            async with asyncio.timeout(1):
+                assert Info.is_type((await read(client)).type)
+
+    asyncio.run(exchange())
+    assert daemon.process.poll() is None, daemon.log_text()
+
+
+async def test_healthz_shows_the_wyoming_listener_its_connections_and_errors(daemon: DaemonProcess) -> None:
+    def wyoming_health() -> dict:
+        with urllib.request.urlopen(f"{daemon.lan_url}/healthz", timeout=5) as response:
+            return json.load(response)["wyoming"]
+
+    before = wyoming_health()
+    assert before["listening"] and before["port"] == daemon.wyoming_port and before["host"] == "127.0.0.1"
+    async with raw_connection(daemon.wyoming_port) as (reader, writer):
+        writer.write(b'{"type": "transcribe"}\n')
+        assert Error.is_type((await next_event(reader)).type)
+        during = wyoming_health()
+        assert during["connections"] >= 1
+        assert during["errors"] == before["errors"] + 1
+    deadline = time.monotonic() + 5
+    while wyoming_health()["connections"] > before["connections"]:
+        assert time.monotonic() < deadline, "the closed connection is still counted"
+        await asyncio.sleep(0.05)

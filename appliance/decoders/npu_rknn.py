@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,9 +91,10 @@ class NpuStageBackend:
             for index in cores:
                 runtime = runtime_factory()
                 opened.callback(runtime.release)
-                if runtime.load_rknn(str(model_path)) != 0:
+                # The binding reports most failures as -1 but raises for some: both mean "use the CPU".
+                if _returned(partial(runtime.load_rknn, str(model_path))) != 0:
                     raise NpuError(f"load_rknn({model_path.name}) failed")
-                if runtime.init_runtime(core_mask=NPU_CORE_MASKS[index]) != 0:
+                if _returned(partial(runtime.init_runtime, core_mask=NPU_CORE_MASKS[index])) != 0:
                     raise NpuError(f"init_runtime on NPU core {index} failed")
                 self.cores.append(NpuCore(index, runtime))
             if not self.cores:
@@ -174,6 +176,15 @@ class NpuStageBackend:
             core.resting_until = time.monotonic() + self.timing.rest_s
             core.busy_with_hung_call = hung
         log.warning("NPU core %d out of service for %.0f s: %s", core.index, self.timing.rest_s, why)
+
+
+def _returned(call: Callable[[], int]) -> int | Exception:
+    """The call's return code, or the exception it raised (logged), so that callers treat both as failures."""
+    try:
+        return call()
+    except Exception as e:
+        log.warning("rknn-toolkit-lite2 raised: %r", e)
+        return e
 
 
 def _call(core: NpuCore, inputs: list[np.ndarray], done: Future) -> None:

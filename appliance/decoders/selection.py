@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class BackendChoice:
     decoder: StageBackend
     flow: StageBackend | None
-    """Windowed flow backend (NPU); None when the flow runs whole on the CPU."""
+    """Windowed flow backend (NPU); None when the CPU runs the flow for each decoder window."""
     backend: str
     reason: str
 

@@ -36,11 +36,12 @@ class FallbackCounters:
         with self._lock:
             self.cpu_fallback_windows += 1
 
-    def npu_failed(self, error: Exception) -> None:
-        """A request's first NPU failure: it goes to the CPU from here on."""
+    def npu_failed(self, error: Exception, request_falls_back: bool) -> None:
+        """An NPU window failed; `request_falls_back`: its request's first failure (it goes to the CPU from
+        here on; windows of the request running beside it may fail too)."""
         with self._lock:
             self.npu_failures += 1
-            self.requests_fallen_back += 1
+            self.requests_fallen_back += request_falls_back
             self.last_error = str(error)
 
     def health(self) -> FallbackHealth:
@@ -52,10 +53,12 @@ class FallbackCounters:
 
 @dataclass
 class RequestFallback:
-    """One request's switch: once any of its NPU windows fails, all its remaining windows run on the CPU."""
+    """One request's switch: once any of its NPU windows fails, all its remaining windows run on the CPU.
+    Its windows run on several workers at once, so the switch is flipped under a lock."""
 
     counters: FallbackCounters
     fallen_back: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def runner(self, primary: StageBackend, fallback: StageBackend) -> RunWindow:
         def run(feeds: Feeds) -> np.ndarray:
@@ -63,9 +66,11 @@ class RequestFallback:
                 try:
                     output = primary.run(feeds)
                 except Exception as e:  # whatever the NPU raised, the CPU can still answer
-                    self.counters.npu_failed(e)
-                    self.fallen_back = True
-                    log.warning("NPU window failed (%s); this request continues on the CPU", e)
+                    with self._lock:
+                        first, self.fallen_back = not self.fallen_back, True
+                    self.counters.npu_failed(e, first)
+                    if first:
+                        log.warning("NPU window failed (%s); this request continues on the CPU", e)
                 else:
                     self.counters.npu_window()
                     return output

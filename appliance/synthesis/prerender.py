@@ -60,7 +60,6 @@ class Prerenderer:
         self._rendering = 0
         self._done = 0
         self._failed = 0
-        self._report()
 
     def health(self) -> PrerenderHealth:
         return PrerenderHealth(queued=len(self._waiting) + self._rendering, done=self._done, failed=self._failed)
@@ -73,7 +72,6 @@ class Prerenderer:
         prepared = [self.engine.prepare(SynthesisRequest(text=text, voice=voice)) for text in texts]
         self._waiting.extend(prepared)
         self._wake.set()
-        self._report()
         return len(prepared)
 
     def add_phrases(self, phrases: list[tuple[str | None, str]], source: str) -> int:
@@ -86,7 +84,6 @@ class Prerenderer:
             except RequestError as e:
                 log.warning("pre-render file %s: skipped %r: %s", source, text[:40], e.message)
                 self._failed += 1
-        self._report()
         log.info("pre-render file %s: %d phrase(s) queued", source, queued)
         return queued
 
@@ -109,7 +106,3 @@ class Prerenderer:
                 self._done += 1
             finally:
                 self._rendering = 0
-                self._report()
-
-    def _report(self) -> None:
-        self.engine.health_board.report_prerender(self.health())

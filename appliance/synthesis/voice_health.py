@@ -14,7 +14,7 @@ def voice_health(voice: LoadedVoice, reason: str) -> VoiceHealth:
         backend=voice.decoder.name,
         reason=reason,
         decoder=voice.decoder.name,
-        flow=voice.flow.name if voice.flow is not None else "cpu (whole)",
+        flow=voice.flow.name if voice.flow is not None else "cpu (per decoder window)",
         npu_decoder=_npu_stage(voice.decoder),
         npu_flow=_npu_stage(voice.flow),
         fallback=voice.fallback_counters.health(),

@@ -17,7 +17,7 @@ from ..voices.catalog import VoiceFiles
 from ..voices.voice_config import VoiceConfig
 from .fallback import FallbackCounters, RequestFallback
 from .voice_request import VoiceRequest
-from .windowing import FrameSource, TensorSource, WindowedStage, WindowPolicy
+from .windowing import ContextSource, FrameSource, SharedWindows, TensorSource, WindowedStage, WindowPolicy
 
 DECODER_CONTEXT_FRAMES = 8
 """HiFi-GAN's receptive field makes 8 frames of context each side match whole decoding at ~60 dB."""
@@ -59,14 +59,16 @@ class LoadedVoice:
         windows: WindowSettings | None = None,
         cpu_fallback: bool = False,
     ) -> None:
-        """`flow` set: the flow runs windowed on that backend (the NPU path); unset: whole, on the CPU.
+        """`flow` set: the flow runs windowed on that backend (the NPU path); unset: on the CPU, for each decoder
+        window's frames as it reads them.
         `cpu_fallback`: keep CPU copies of the windowed stages, for requests whose NPU windows fail."""
         self.name = files.name
         self.files = files
         self.config: VoiceConfig = files.config
         self.split = split
         self._prelude = [OnnxStage(g, ort_settings) for g in split.prelude]
-        self._whole_flow = None if flow is not None else OnnxStage(split.flow, ort_settings)
+        # Without a windowed flow backend the flow runs on the CPU for each decoder window's frames.
+        self._cpu_flow = None if flow is not None else CpuStageBackend(split.flow, ort_settings)
         self.decoder = decoder
         self.flow = flow
         self.windows = windows or WindowSettings()
@@ -108,12 +110,7 @@ class LoadedVoice:
                 if name in noises:  # drawn only now: its shape comes from the stage before
                     tensors[name] = rng.standard_normal(tensors[noises[name]].shape, dtype=np.float32)
             tensors.update(stage.run(tensors))
-        if self._whole_flow is not None:
-            tensors.update(self._whole_flow.run(tensors))
-            first = self.split.decoder
-        else:
-            first = self.split.flow
-        framed = {n: tensors[n] for n in first.framed_inputs}
+        framed = {n: tensors[n] for n in self.split.flow.framed_inputs}
         constants = {n: tensors[n] for n in self._per_utterance_inputs if n in tensors}
         source = TensorSource(framed)
         return Latent(source, constants, source.total_frames)
@@ -131,7 +128,7 @@ class LoadedVoice:
                             self.windows.max_useful, self.windows.max_useful)
 
     def stage_runners(self, fallback: RequestFallback | None = None) -> tuple[RunWindow, RunWindow | None]:
-        """How a request runs a decoder window and a flow window (None: the flow runs whole, in `encode`).
+        """How a request runs a decoder window and a flow window (None: the CPU flow runs inside each decoder window).
         With `fallback`, a failing NPU window and the rest of the request go to the CPU."""
         run_decoder: RunWindow = self.decoder.run
         run_flow: RunWindow | None = self.flow.run if self.flow else None
@@ -142,13 +139,19 @@ class LoadedVoice:
         return run_decoder, run_flow
 
     def decoder_input(self, latent: Latent, run_flow: RunWindow | None) -> Latent:
-        """The decoder's input for a sentence: the latent itself, or the windowed flow's output over it."""
-        if self.flow is None or run_flow is None:
-            return latent
-        flowed = WindowedStage(latent.source, self.split.flow.outputs[0], self.flow_policy().windows(latent.frames),
-                               run_flow, latent.constants)
-        source = TensorSource(flowed.frames(0, latent.frames))
-        return Latent(source, _only(latent.constants, self.split.decoder.inputs), latent.frames)
+        """The decoder's input for a sentence: the CPU flow run for each decoder window as it reads its frames
+        (`run_flow` None), or the flow's fixed windows (NPU), each run when a decoder window first reads it."""
+        decoder_constants = _only(latent.constants, self.split.decoder.inputs)
+        if run_flow is None:
+            assert self._cpu_flow is not None, "a voice with a windowed flow backend gets its runner"
+            flow_constants = _only(latent.constants, self.split.flow.inputs)
+            source = ContextSource(latent.source, self.split.flow.outputs[0], self._cpu_flow.run, flow_constants,
+                                   FLOW_CONTEXT_FRAMES)
+            return Latent(source, decoder_constants, latent.frames)
+        flow_windows = list(self.flow_policy().windows(latent.frames))
+        source = SharedWindows(latent.source, self.split.flow.outputs[0], flow_windows, run_flow,
+                               _only(latent.constants, self.split.flow.inputs))
+        return Latent(source, decoder_constants, latent.frames)
 
     def audio_windows(self, latent: Latent, policy: WindowPolicy | None = None) -> WindowedStage:
         """The decoder over one encoded sentence, window by window, in order (each `run_next()` yields audio
@@ -159,6 +162,14 @@ class LoadedVoice:
                              (policy or self.decoder_policy()).windows(latent.frames), run_decoder,
                              _only(decoder_input.constants, self.split.decoder.inputs),
                              upsample=self.samples_per_frame)
+
+    def decode_whole(self, latent: Latent) -> np.ndarray:
+        """One sentence's audio from one decoder run over all its frames (a CPU decoder, no fixed window): the
+        reference that windowed decoding is measured against, in tests and tools."""
+        _, run_flow = self.stage_runners()
+        decoder_input = self.decoder_input(latent, run_flow)
+        feeds = {**decoder_input.source.frames(0, latent.frames), **decoder_input.constants}
+        return self.decoder.run(feeds).reshape(-1)
 
     def _measure_upsampling(self) -> int:
         """Audio samples per latent frame, read off the decoder itself (also warms it up)."""

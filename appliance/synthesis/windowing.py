@@ -11,7 +11,9 @@ a `FrameSource` that runs just enough of its windows to serve the frames asked o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -135,6 +137,68 @@ class WindowedStage:
         if len(self._produced) > 1:
             self._produced = [np.concatenate(self._produced, axis=-1)]
         return {self.output_name: self._produced[0][..., start:end]}
+
+
+class SharedWindows:
+    """A stage in fixed windows (the NPU flow), each run once, when a reader first asks for its frames: the
+    decoder windows of a sentence, running on several workers, each trigger just the flow windows they read,
+    so the flow of one window overlaps the decoder of the window before. Thread-safe: a window asked for by
+    two readers at once runs once; the second waits for it (and gets its exception, if it failed)."""
+
+    def __init__(self, source: FrameSource, output_name: str, windows: Sequence[Window], run: RunWindow,
+                 constants: Mapping[str, np.ndarray]) -> None:
+        self.source = source
+        self.output_name = output_name
+        self.total_frames = source.total_frames
+        self._windows = tuple(windows)
+        self._run = run
+        self._constants = dict(constants)
+        self._outputs: list[Future[np.ndarray] | None] = [None] * len(self._windows)
+        self._lock = threading.Lock()
+
+    def frames(self, start: int, end: int) -> Feeds:
+        pieces = []
+        for index, window in enumerate(self._windows):
+            if window.emit_end > start and window.emit_start < end:
+                output = self._output(index)
+                pieces.append(output[..., max(start, window.emit_start) - window.emit_start:
+                                     min(end, window.emit_end) - window.emit_start])
+        return {self.output_name: np.concatenate(pieces, axis=-1)}
+
+    def _output(self, index: int) -> np.ndarray:
+        with self._lock:
+            output = self._outputs[index]
+            runs_here = output is None
+            if output is None:
+                output = self._outputs[index] = Future()
+        if runs_here:
+            try:
+                output.set_result(run_window(self.source, self._windows[index], self._run, self._constants))
+            except BaseException as e:
+                output.set_exception(e)
+        return output.result()
+
+
+@dataclass(frozen=True)
+class ContextSource:
+    """A stage computed only for the frames asked of it, with `context` frames each side (cropped): each
+    decoder window runs the CPU flow over just its own input, so a sentence's first audio waits for the flow of
+    its first window, not of the whole sentence. Stateless, so windows may read it from several threads."""
+
+    source: FrameSource
+    output_name: str
+    run: RunWindow
+    constants: Mapping[str, np.ndarray]
+    context: int
+
+    @property
+    def total_frames(self) -> int:
+        return self.source.total_frames
+
+    def frames(self, start: int, end: int) -> Feeds:
+        input_start, input_end = max(0, start - self.context), min(self.total_frames, end + self.context)
+        window = Window(start, end, input_start, input_end, input_end - input_start)
+        return {self.output_name: run_window(self.source, window, self.run, self.constants)}
 
 
 def run_window(source: FrameSource, window: Window, run: RunWindow, constants: Mapping[str, np.ndarray],

@@ -47,6 +47,7 @@ from .. import __version__
 from ..app_keys import CONFIG, ENGINE, WYOMING_PORT
 from ..audio.formats import AudioFormat, EncoderSettings
 from ..config import ApplianceConfig
+from ..health import WyomingHealth
 from ..synthesis.admission import Busy
 from ..synthesis.engine import PreparedRequest, SpeechEngine
 from ..synthesis.output import play
@@ -358,6 +359,7 @@ class WyomingConnection(AsyncEventHandler):
             await async_write_event(event, self.writer)
 
     async def _error(self, code: str, text: str) -> None:
+        self._server.errors += 1
         with contextlib.suppress(ConnectionError):
             await self.write_event(Error(text=text, code=code).event())
 
@@ -391,6 +393,9 @@ class WyomingServer(AsyncTcpServer):
         self._engine = engine
         self._info = describe_info(voices)
         self.refused = 0
+        """Connections closed at once at the connection cap, since start-up."""
+        self.errors = 0
+        """`error` events sent, since start-up."""
 
     def info(self) -> Info:
         """From the catalog while loading; then only the voices the engine loaded (a broken one is left out)."""
@@ -448,6 +453,11 @@ class WyomingServer(AsyncTcpServer):
     def open_connections(self) -> int:
         return len(self._handlers)
 
+    def health(self) -> WyomingHealth:
+        return WyomingHealth(listening=self._server is not None, host=self.host,
+                             port=self.bound_port if self._server is not None else self.port,
+                             connections=self.open_connections, refused=self.refused, errors=self.errors)
+
 
 WYOMING: Final = web.AppKey("wyoming", WyomingServer)
 
@@ -469,3 +479,14 @@ async def wyoming_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await server.stop()
+
+
+async def wyoming_health_context(app: web.Application) -> AsyncIterator[None]:
+    """For `app.cleanup_ctx`, after the engine's: /healthz shows the listener (started before the engine)."""
+    server = app.get(WYOMING)
+    board = app[ENGINE].health_board
+    board.watch_wyoming(server)
+    try:
+        yield
+    finally:
+        board.watch_wyoming(None)

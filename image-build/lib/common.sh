@@ -1,7 +1,7 @@
 # Shared by the image-build scripts: logging with elapsed times, the cache folder, host tools.
 # Sourced, not run.
 
-CACHE=${APPLIANCE_IMAGE_CACHE:-/var/cache/appliance-image-build}
+CACHE=${IMAGE_BUILD_CACHE:-/var/cache/appliance-image-build}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)   # image-build/
 REPO=$(cd "$HERE/.." && pwd)
 DEBIAN_SUITE=bookworm
