@@ -217,7 +217,8 @@ async def test_the_cache_survives_a_restart_and_every_transport_can_hit_it(tmp_p
             async with session.post(f"{url}/v1/audio/speech", json={"model": "tts-1", "input": KETTLE,
                                                                      "voice": "alloy"}) as response:
                 assert response.status == 200 and response.headers["X-Cache"] == "hit"
-                assert (await response.read())[:3] in (b"ID3", b"\xff\xfb", b"\xff\xf3")
+                mp3 = await response.read()
+                assert mp3[:3] == b"ID3" or mp3[:2] in (b"\xff\xfb", b"\xff\xf3")  # a tag or an MPEG frame
             async with session.post(f"{url}/api/v1/synthesise", json={"text": KETTLE, "audio_format": "pcm"}
                                     ) as response:  # Paroli's route
                 assert response.headers["X-Cache"] == "hit" and await response.read() == missed
