@@ -103,8 +103,7 @@ async def measure_first_audio(url: str, repeat: int) -> FirstAudio:
 
 
 async def measure_prerender(url: str, phrases: int, sample_rate: int) -> Prerender:
-    texts = [f"The {a} light means the {b} door is open, number {n}." for n, (a, b) in
-             enumerate(zip(WORDS * 10, WORDS[3:] + WORDS[:3], strict=False))][:phrases]
+    texts = [f"The {WORDS[n % len(WORDS)]} light means that door {n} is open." for n in range(phrases)]
     async with aiohttp.ClientSession() as session:
         before = await cache_health(session, url)
         done_before = before["prerender"]["done"]
