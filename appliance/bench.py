@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from dataclasses import replace
 from typing import Any
 
 from .config import ApplianceConfig
@@ -41,7 +42,9 @@ async def measure(engine: SpeechEngine, text: str, voice: str | None, seed: int)
 
 async def run_benchmark(config: ApplianceConfig, voice: str | None, repeat: int,
                         npu: NpuProbe | None = None) -> dict[str, Any]:
-    """`npu`: the board's NPU as probed already (default: probe it)."""
+    """`npu`: the board's NPU as probed already (default: probe it). The phrase cache is off: the figures are
+    synthesis's, not the cache's (the runs repeat texts and seeds)."""
+    config = replace(config, cache=replace(config.cache, enabled=False))
     engine = await asyncio.to_thread(load_engine, config, npu)
     try:
         name = voice or engine.default_voice

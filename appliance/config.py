@@ -69,6 +69,10 @@ MAX_WINDOW_FRAMES: Final = 256
 """Later windows grow to this: context overhead ~6%, and no worker is held long by one window."""
 
 
+DEFAULT_SEED: Final = 0
+"""Noise seed of requests that give none (unless `synthesis.vary`)."""
+
+
 @dataclass(frozen=True)
 class SynthesisConfig:
     inference_threads: int = 0
@@ -85,8 +89,30 @@ class SynthesisConfig:
     when the NPU does."""
     queue_s: float = 0.5
     """How long a request waits for a free stream before it is refused as busy (503, Retry-After)."""
-    seed: int | None = None
-    """Fixed noise seed for reproducible audio (tests, debugging); random per utterance when unset."""
+    seed: int = DEFAULT_SEED
+    """The noise seed of a request that gives none: the same sentence sounds the same every time (and can come
+    from the phrase cache)."""
+    vary: bool = False
+    """Fresh random noise for each request that gives no seed (such requests then bypass the phrase cache)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"synthesis.seed: expected a whole number from 0 to 2^63-1, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = True
+    """Keep the audio of synthesised sentences in `<state_folder>/phrase-cache` and play it again from there."""
+    max_mb: float = 200.0
+    """Disk the phrase cache may take (MB, 10^6 bytes); the least recently used sentences go first."""
+    prerender: Path | None = None
+    """A file of phrases rendered into the cache at start-up, in the background: one per line, `text` or
+    `voice|text`; blank lines and lines starting with # are ignored."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_mb < 1e9:
+            raise ConfigError(f"cache.max_mb: expected a size from 0 up, got {self.max_mb}")
 
 
 @dataclass(frozen=True)
@@ -184,6 +210,7 @@ class ApplianceConfig:
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 def load_config(

@@ -4,6 +4,7 @@ started in order (engine first, READY=1 to systemd last) and stopped in reverse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import signal
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .app_keys import CONFIG, ENGINE
+from .app_keys import CONFIG, ENGINE, PRERENDER
 from .audio.formats import preload_encoders
 from .config import ApplianceConfig
 from .discovery.context import mdns_context
@@ -20,6 +21,8 @@ from .service.context import systemd_context
 from .service.loop_lag import loop_lag_context
 from .synthesis.engine import SpeechEngine
 from .synthesis.loading import load_engine
+from .synthesis.prerender import Prerenderer, read_phrase_file
+from .transports.cache_api import add_cache_routes
 from .transports.errors import json_errors
 from .transports.http_api import add_http_routes
 from .transports.listener import MAX_BODY_BYTES, AcceptErrorLog, Listener, ListenerLimits
@@ -40,6 +43,7 @@ def add_routes(app: web.Application) -> None:
     add_http_routes(app, API_ROUTES)
     add_websocket_routes(app, API_ROUTES)
     add_metrics_routes(app, API_ROUTES)
+    add_cache_routes(app, API_ROUTES)
     add_paroli_routes(app)  # Paroli's own paths, fixed by its clients
     add_openai_routes(app)  # OpenAI's own paths, fixed by its clients
 
@@ -55,6 +59,7 @@ def create_app(config: ApplianceConfig, engine: SpeechEngine | None = None) -> w
         wyoming_context,  # first: bound and answering `describe` while the engine loads
         engine_context,
         wyoming_health_context,
+        prerender_context,
         loop_lag_context,
         remote_listener_context(add_routes, [json_errors]),
         tunnel_context,
@@ -76,6 +81,28 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await asyncio.to_thread(engine.close)
+
+
+async def prerender_context(app: web.Application) -> AsyncIterator[None]:
+    """Renders `cache.prerender`'s phrases, then those posted to /api/cache/prerender, in the background."""
+    engine = app[ENGINE]
+    if engine.phrase_cache is None:
+        yield
+        return
+    prerenderer = Prerenderer(engine)
+    path = app[CONFIG].cache.prerender
+    if path is not None:
+        prerenderer.add_phrases(await asyncio.to_thread(read_phrase_file, path), str(path))
+    app[PRERENDER] = prerenderer
+    engine.health_board.watch_prerender(prerenderer)
+    task = asyncio.create_task(prerenderer.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        engine.health_board.watch_prerender(None)
 
 
 def lan_listener(app: web.Application, config: ApplianceConfig) -> Listener:

@@ -6,15 +6,18 @@ The engine owns one board (`SpeechEngine.health_board`) and composes the whole s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Protocol
 
 from . import __version__
 from .health import (
+    CacheHealth,
     HealthPart,
     HealthSnapshot,
     LoopLag,
     MdnsHealth,
+    PrerenderHealth,
     StreamsHealth,
     TunnelHealth,
     VoiceHealth,
@@ -33,6 +36,10 @@ class WyomingSource(Protocol):
     def health(self) -> WyomingHealth: ...
 
 
+class PrerenderSource(Protocol):
+    def health(self) -> PrerenderHealth: ...
+
+
 class HealthBoard:
     """The latest report of each outer component (tunnel, mDNS, watchdog), a reader for the event-loop lag,
     and the listeners to tell about changes (the systemd status line).
@@ -40,7 +47,7 @@ class HealthBoard:
     Threading: event-loop thread only. Every writer reports from a coroutine or callback on the loop, and the
     listeners are called there, synchronously, so they must only schedule work. Each part has one writer: the
     tunnel's lifecycle and supervisor, the mDNS announcer, the systemd watchdog pinger, the engine (streams).
-    The event-loop probe and the Wyoming listener are read when a snapshot is taken.
+    The event-loop probe, the Wyoming listener and the pre-renderer are read when a snapshot is taken.
     """
 
     def __init__(self) -> None:
@@ -48,6 +55,7 @@ class HealthBoard:
         self._mdns: MdnsHealth | None = None
         self._watchdog: WatchdogHealth | None = None
         self._wyoming: WyomingSource | None = None
+        self._prerender: PrerenderSource | None = None
         self._loop_lag: LoopLagSource | None = None
         self._listeners: list[Listener] = []
 
@@ -71,6 +79,10 @@ class HealthBoard:
         """The Wyoming listener, read at snapshot time (it starts before the engine exists); None when it stops."""
         self._wyoming = source
 
+    def watch_prerender(self, source: PrerenderSource | None) -> None:
+        """The pre-renderer's queue, read at snapshot time; None when it stops."""
+        self._prerender = source
+
     def measure_loop_lag(self, source: LoopLagSource | None) -> None:
         """The probe that reads the event loop's lag at snapshot time; None when it stops."""
         self._loop_lag = source
@@ -85,8 +97,11 @@ class HealthBoard:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    def snapshot(self, default_voice: str, voices: tuple[VoiceHealth, ...], streams: StreamsHealth) -> HealthSnapshot:
-        """The whole snapshot, around the engine's own parts."""
+    def snapshot(self, default_voice: str, voices: tuple[VoiceHealth, ...], streams: StreamsHealth,
+                 cache: CacheHealth | None = None) -> HealthSnapshot:
+        """The whole snapshot, around the engine's own parts (the phrase cache's with the pre-renderer's report)."""
+        if cache is not None and self._prerender is not None:
+            cache = dataclasses.replace(cache, prerender=self._prerender.health())
         return HealthSnapshot(
             version=__version__,
             default_voice=default_voice,
@@ -97,6 +112,7 @@ class HealthBoard:
             watchdog=self._watchdog,
             event_loop=self._loop_lag.summary() if self._loop_lag is not None else None,
             wyoming=self._wyoming.health() if self._wyoming is not None else None,
+            cache=cache,
         )
 
     @property

@@ -16,8 +16,10 @@ from appliance.transports.listener import Listener, ListenerLimits
 
 
 def make_config(state_folder: Path, **overrides: object) -> ApplianceConfig:
+    # The phrase cache is off for the shared engine: tests of synthesis must synthesise (tests/test_phrase_cache.py
+    # turns it on).
     config = config_from_dict({"mdns": {"enabled": False}, "wyoming": {"enabled": False},
-                               "service": {"state_folder": str(state_folder)}})
+                               "cache": {"enabled": False}, "service": {"state_folder": str(state_folder)}})
     return apply_overrides(config, overrides)
 
 

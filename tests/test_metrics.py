@@ -155,7 +155,27 @@ def test_metrics_carry_the_process_loop_lag_and_decoder_families(daemon: DaemonP
     assert samples[npu_windows] == 0  # this machine has no NPU
     assert value(samples, "appliance_windows_total") > 0  # the requests of the tests before
     assert "appliance_fallbacks_total" in names
-    assert "appliance_cache_hits_total" not in names  # the phrase cache is off: its metrics are left out
+
+
+async def test_cache_metrics_follow_the_phrase_cache(daemon: DaemonProcess) -> None:
+    def cache_health() -> dict:
+        with urllib.request.urlopen(f"{daemon.lan_url}/healthz", timeout=10) as response:
+            return json.load(response)["cache"]
+
+    text = "The cache metrics count this sentence twice."
+    before, entries = scrape(daemon.lan_url), cache_health()["entries"]
+    assert (await speak_http(daemon.lan_url, text))[0] == 200
+    deadline = time.monotonic() + 10
+    while cache_health()["entries"] == entries:  # stored off the event loop, just after the answer
+        assert time.monotonic() < deadline, "the sentence was never stored"
+        await asyncio.sleep(0.05)
+    assert (await speak_http(daemon.lan_url, text))[0] == 200
+    after = scrape(daemon.lan_url)
+    assert grown(before, after, "appliance_cache_misses_total") == 1
+    assert grown(before, after, "appliance_cache_hits_total") == 1
+    cache = cache_health()
+    assert value(after, "appliance_cache_bytes") == cache["bytes"] > 0
+    assert value(after, "appliance_cache_entries") == cache["entries"]
 
 
 def test_the_tunnel_listener_serves_metrics_only_with_the_token(daemon: DaemonProcess) -> None:

@@ -3,11 +3,16 @@
 Blocking model work runs on a bounded set of inference workers (`workers.py`), one job (a unit's phonemes, its
 encoding, one window) at a time, earliest deadline first: a new request's first window comes before the windows
 of streams that are ahead of their listeners. A request whose consumer goes away stops before its next window.
+
+With the phrase cache, a text unit whose audio is cached (`phrase_cache.py`) is played from there, skipping all
+of that; a unit synthesised completely is stored. Pre-rendering (`prerender`) fills the cache with jobs due at
+infinity, one at a time, submitted only while no stream is active.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -29,6 +34,7 @@ from ..text.phonemes import Phonemizer
 from ..text.sentences import text_units
 from ..text.units import phoneme_units
 from .admission import Admission, Busy, default_max_streams
+from .phrase_cache import PhraseCache, PhraseKey, normalised_text
 from .request import LENGTH_RANGE, NOISE_RANGE, RequestError, SynthesisRequest, checked_text
 from .request_stats import Outcome, RequestStats
 from .voice_health import voice_health
@@ -40,6 +46,11 @@ from .workers import DeadlineWorkers, probe_executor
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Q = TypeVar("Q")
+
+CACHED_CHUNK_SAMPLES = 16_384
+"""Cached audio is played in pieces of this many samples (~0.7 s at 22,050 Hz)."""
+IDLE_POLL_S = 0.05
+"""How often pre-rendering looks whether the streams have ended."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,9 @@ class StreamFacts:
     voice: str
     backend: str
     """Where the decoder runs: 'npu' or 'cpu'."""
+    cache: str | None = None
+    """How much of the text is in the phrase cache: 'hit' (all of it), 'miss' (none), 'partial'; None when the
+    cache is off or bypassed (`synthesis.vary` without a seed) or the text is still to come."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,29 @@ class PreparedRequest:
     facts: StreamFacts
     transport: str
     """Who asked ('http', 'websocket', 'wyoming', …): the `transport` label of the request statistics."""
+    cacheable: bool = False
+    """Its units may come from and go to the phrase cache (the cache is on and the seed is fixed)."""
+
+
+@dataclass
+class StreamTally:
+    """Where one stream's text units came from, counted as they are played. Event-loop thread only."""
+
+    cached_units: int = 0
+    synthesised_units: int = 0
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Audio of one sentence of a text unit, waiting to be played: its windows, submitted (or read) already."""
+
+    windows: list[asyncio.Future[np.ndarray]]
+    ends_unit: bool
+    from_cache: bool = False
+    store_as: PhraseKey | None = None
+    """The unit's key when it is synthesised to be cached."""
+    words: tuple[WordTiming, ...] = ()
+    """With word timings asked for: the unit's words, on the first chunk of its first sentence."""
 
 
 @dataclass
@@ -115,6 +152,8 @@ class SpeechEngine:
     counters: EngineCounters = field(default_factory=EngineCounters)
     npu_cores: int = 0
     """NPU cores the decoders run on (0: the CPU decodes); sets the default number of streams."""
+    phrase_cache: PhraseCache | None = None
+    """Sentence audio kept across requests and restarts; None when `cache.enabled` is off."""
 
     def __post_init__(self) -> None:
         self.inference_threads = self.settings.inference_threads or os.cpu_count() or 1
@@ -127,6 +166,8 @@ class SpeechEngine:
 
     def close(self) -> None:
         self._workers.shutdown(wait=True, cancel_futures=True)
+        if self.phrase_cache is not None:
+            self.phrase_cache.close()
         for voice in self.voices.values():
             voice.close()
 
@@ -167,12 +208,31 @@ class SpeechEngine:
             noise_scale=_in_range("noise_scale", request.noise_scale, config.noise_scale, NOISE_RANGE),
             noise_w=_in_range("noise_w", request.noise_w, config.noise_w, NOISE_RANGE),
         )
-        seed = request.seed if request.seed is not None else self.settings.seed
-        if seed is None:
+        if request.seed is not None:
+            seed = request.seed
+        elif self.settings.vary:
             seed = secrets.randbits(63)
+        else:
+            seed = self.settings.seed
+        cacheable = self.phrase_cache is not None and (request.seed is not None or not self.settings.vary)
         rate = config.sample_rate
         facts = StreamFacts(audio_format, content_type(audio_format, rate), rate, name, voice.decoder.name)
-        return PreparedRequest(voice, text, params, seed, facts, transport)
+        prepared = PreparedRequest(voice, text, params, seed, facts, transport, cacheable)
+        return dataclasses.replace(prepared, facts=dataclasses.replace(facts, cache=self._cache_outcome(prepared)))
+
+    def _cache_outcome(self, prepared: PreparedRequest) -> str | None:
+        """hit, miss or partial for the units of the text known now, from the cache's index (no file is read)."""
+        if self.phrase_cache is None or not prepared.cacheable or not prepared.text.strip():
+            return None
+        found = [self.phrase_cache.contains(self._unit_key(prepared, piece)) for piece in text_units(prepared.text)]
+        return "hit" if all(found) else "partial" if any(found) else "miss"
+
+    def _unit_key(self, prepared: PreparedRequest, piece: str) -> PhraseKey:
+        params = prepared.params
+        return PhraseKey(prepared.voice.files.onnx_sha256, prepared.voice.decoder.name, params.speaker_id,
+                         (params.length_scale, params.noise_scale, params.noise_w), prepared.seed,
+                         normalised_text(piece))
+
 
     @asynccontextmanager
     async def slot(self, prepared: PreparedRequest) -> AsyncIterator[float]:
@@ -188,7 +248,8 @@ class SpeechEngine:
             yield asked_at
 
     async def stream(
-        self, prepared: PreparedRequest, more_text: AsyncIterator[str] | None = None, *, word_timings: bool = False
+        self, prepared: PreparedRequest, more_text: AsyncIterator[str] | None = None,
+        tally: StreamTally | None = None, *, word_timings: bool = False
     ) -> AsyncIterator[AudioChunk]:
         """Audio windows in order, for `prepared.text` and then each piece of `more_text` (text arriving from
         a language model, already cut at sentence ends). Closing the iterator (client gone, barge-in) stops
@@ -196,15 +257,16 @@ class SpeechEngine:
         each unit of text carries that unit's words, timed from the start of the stream.
 
         The windows of a sentence are submitted together, so a lone request decodes on every worker at once,
-        while the next sentence is encoded; they are emitted in order."""
+        while the next sentence is encoded; they are emitted in order. `tally` counts the units played from
+        the cache and synthesised."""
+        tally = tally if tally is not None else StreamTally()
+        cache = self.phrase_cache if prepared.cacheable else None
         voice = prepared.voice
         request = voice.start_request(prepared.params, prepared.seed)
         pace = _Pace(time.monotonic(), request.sample_rate)
         outstanding: set[asyncio.Future[Any]] = set()
-        # One sentence's windows wait here (submitted already) while the one before is emitted, with the words
-        # of the unit it starts.
-        Sentence = tuple[tuple[WordTiming, ...], list[asyncio.Future[np.ndarray]]]
-        sentences: asyncio.Queue[Sentence | None] = asyncio.Queue(maxsize=1)
+        # One sentence's windows wait here (submitted already) while the one before is emitted.
+        sentences: asyncio.Queue[_Part | None] = asyncio.Queue(maxsize=1)
 
         def submit(deadline: float, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
             future = asyncio.wrap_future(self._workers.submit_by(deadline, fn, *args))
@@ -215,32 +277,62 @@ class SpeechEngine:
 
         async def plan_ahead() -> None:
             async for piece in _pieces(prepared.text, more_text):
+                key = self._unit_key(prepared, piece) if cache is not None else None
+                if key is not None and cache is not None:
+                    if not cache.contains(key):
+                        cache.note_miss()
+                    elif (cached := await asyncio.to_thread(cache.load, key)) is not None:
+                        words: tuple[WordTiming, ...] = ()
+                        if word_timings:  # the cache keeps audio: the words come from the prelude alone
+                            timed = await submit(pace.encode_due(), self._time_unit, request, piece)
+                            words = timed.placed(pace.planned, voice.samples_per_frame, request.sample_rate)
+                        pace.lookahead_from = pace.planned
+                        pace.planned += cached.size
+                        await sentences.put(_Part(_ready_chunks(cached), ends_unit=True, from_cache=True,
+                                                  words=words))
+                        continue
                 # Phonemes and encoding in one job: a new request waits for a free worker once, not twice.
                 unit = await submit(pace.encode_due(), self._plan_unit, request, piece, word_timings)
                 # The windows emit exactly `frames × samples_per_frame` each sentence: the unit starts here.
                 words = () if unit.words is None else unit.words.placed(pace.planned, voice.samples_per_frame,
                                                                         request.sample_rate)
-                for plan in unit.sentences:
+                plans = unit.sentences
+                if not plans:  # nothing to say (punctuation only): still a unit, cached as silence
+                    await sentences.put(_Part([], ends_unit=True, store_as=key))
+                for number, plan in enumerate(plans, 1):
                     windows = []
                     for index, window in enumerate(plan.windows):
                         if index == max(1, len(plan.windows) - 2) or len(plan.windows) == 1:
                             pace.lookahead_from = pace.planned
                         windows.append(submit(pace.window_due(), request.decode, plan, window))
                         pace.planned += plan.window_samples(window)
-                    await sentences.put((words, windows))
+                    await sentences.put(_Part(windows, ends_unit=number == len(plans), store_as=key, words=words))
                     words = ()
             await sentences.put(None)
 
         self._track(+1)
         planner = asyncio.create_task(plan_ahead())
         finished = False
+        unit_audio: list[np.ndarray] = []
         try:
-            while (sentence := await _next_or_raise(sentences, planner)) is not None:
-                words, windows = sentence
-                for index, window in enumerate(windows):
+            while (part := await _next_or_raise(sentences, planner)) is not None:
+                for index, window in enumerate(part.windows):
                     audio = await window
-                    self.counters.windows += 1
-                    yield AudioChunk(audio, request.sample_rate, words if index == 0 else ())
+                    if not part.from_cache:
+                        self.counters.windows += 1
+                    if part.store_as is not None:
+                        unit_audio.append(audio)
+                    yield AudioChunk(audio, request.sample_rate, part.words if index == 0 else ())
+                if not part.ends_unit:
+                    continue
+                if part.from_cache:
+                    tally.cached_units += 1
+                else:
+                    tally.synthesised_units += 1
+                # A unit part decoded on the NPU and part on the CPU (fallback) is not what its key promises.
+                if cache is not None and part.store_as is not None and not request.fallback.fallen_back:
+                    cache.store_later(part.store_as, _joined(unit_audio), request.sample_rate)
+                unit_audio = []
             finished = True
         finally:
             planner.cancel()
@@ -268,6 +360,34 @@ class SpeechEngine:
             words.extend(unit.placed(samples, voice.samples_per_frame, request.sample_rate))
             samples += unit.frames * voice.samples_per_frame
         return SpeechTimings(tuple(words), samples / request.sample_rate)
+
+    async def prerender(self, prepared: PreparedRequest) -> int:
+        """Renders the units of `prepared.text` that are not cached into the cache, at the lowest priority: one
+        job at a time, each due at infinity and submitted only while no stream is active, so a live request
+        waits at most for the one job already running. Returns the units rendered."""
+        cache = self.phrase_cache
+        if cache is None or not prepared.cacheable:
+            return 0
+        request = prepared.voice.start_request(prepared.params, prepared.seed)
+        rendered = 0
+        for piece in text_units(prepared.text):
+            key = self._unit_key(prepared, piece)
+            if cache.contains(key):
+                continue
+            audio = []
+            unit = await self._in_background(self._plan_unit, request, piece)
+            for plan in unit.sentences:
+                for window in plan.windows:
+                    audio.append(await self._in_background(request.decode, plan, window))
+            if not request.fallback.fallen_back:
+                await asyncio.wrap_future(cache.store_later(key, _joined(audio), request.sample_rate))
+            rendered += 1
+        return rendered
+
+    async def _in_background(self, fn: Callable[..., T], *args: Any) -> T:
+        while self.counters.active_streams:
+            await asyncio.sleep(IDLE_POLL_S)
+        return await asyncio.wrap_future(self._workers.submit_by(math.inf, fn, *args))
 
     def _plan_unit(self, request: VoiceRequest, text: str, word_timings: bool = False) -> _UnitPlan:
         chunks = self.sentence_chunks(request.voice, text)
@@ -322,7 +442,8 @@ class SpeechEngine:
             max=admission.max_streams, waiting=admission.waiting, rejected_busy=admission.counters.rejected,
             windows=counters.windows)
         voices = tuple(voice_health(voice, self.backend_reasons.get(name, "")) for name, voice in self.voices.items())
-        snapshot = self.health_board.snapshot(self.default_voice, voices, streams)
+        cache = self.phrase_cache.health() if self.phrase_cache is not None else None
+        snapshot = self.health_board.snapshot(self.default_voice, voices, streams, cache)
         return replace(snapshot, requests=self.requests.health())
 
     def describe_voices(self) -> list[dict]:
@@ -390,6 +511,22 @@ async def _next_or_raise(queue: asyncio.Queue[Q], producer: asyncio.Task[None]) 
         getter.cancel()
         raise producer.exception()
     return await getter  # the producer finished after queueing its last item
+
+
+def _ready_chunks(samples: np.ndarray) -> list[asyncio.Future[np.ndarray]]:
+    """Cached audio as windows already done, in pieces about a decoder window long (encoders see what they
+    usually see)."""
+    loop = asyncio.get_running_loop()
+    chunks = []
+    for start in range(0, max(samples.size, 1), CACHED_CHUNK_SAMPLES):
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        future.set_result(samples[start:start + CACHED_CHUNK_SAMPLES])
+        chunks.append(future)
+    return chunks
+
+
+def _joined(audio: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(audio) if audio else np.zeros(0, dtype=np.float32)
 
 
 def _settled(future: asyncio.Future[Any]) -> None:

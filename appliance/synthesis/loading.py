@@ -13,6 +13,7 @@ from ..model.onnx_stage import OrtSettings
 from ..model.split_cache import load_split_voice
 from ..voices.catalog import discover_voices
 from .engine import SpeechEngine
+from .phrase_cache import PhraseCache, cache_max_bytes
 from .request import SynthesisRequest
 from .voice_runtime import LoadedVoice, WindowSettings
 
@@ -53,7 +54,7 @@ def load_engine(config: ApplianceConfig, npu: NpuProbe | None = None) -> SpeechE
         raise
     npu_cores = max((len(getattr(v.decoder, "cores", ())) for v in voices.values()), default=0)
     engine = SpeechEngine(voices, config.voices.default, config.synthesis, config.server.max_text_chars,
-                          backend_reasons=reasons, npu_cores=npu_cores)
+                          backend_reasons=reasons, npu_cores=npu_cores, phrase_cache=phrase_cache(config))
     log.info("admitting %d concurrent stream(s); a request waits up to %.1f s for one",
              engine.admission.max_streams, engine.admission.queue_s)
     try:
@@ -70,6 +71,18 @@ def warm_up(engine: SpeechEngine, voice: LoadedVoice) -> None:
     prepared = engine.prepare(SynthesisRequest(text=WARMUP_TEXT, voice=voice.name, seed=0))
     ids = engine.sentence_ids(voice, prepared.text)[0]
     voice.start_request(prepared.params, prepared.seed).sentence_audio(ids)
+
+
+def phrase_cache(config: ApplianceConfig) -> PhraseCache | None:
+    """The phrase cache in `<state_folder>/phrase-cache`; None when it is off or the folder cannot be made."""
+    if not config.cache.enabled:
+        return None
+    folder = config.service.state_folder / "phrase-cache"
+    try:
+        return PhraseCache(folder, cache_max_bytes(config.cache.max_mb))
+    except OSError as e:
+        log.warning("phrase cache off: %s", e)
+        return None
 
 
 def split_cache_folder(state_folder: Path) -> Path | None:

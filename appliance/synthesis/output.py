@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..audio.formats import EncoderSettings, make_encoder
-from .engine import PreparedRequest, SpeechEngine
+from .engine import PreparedRequest, SpeechEngine, StreamTally
 from .off_loop import off_loop
 from .request_stats import Outcome
 from .word_timings import WordTiming
@@ -44,6 +44,8 @@ class PlayStats:
     first_audio_at: float | None = None
     """When the first bytes carrying audio went to the sink (monotonic clock)."""
     bytes_sent: int = 0
+    units: StreamTally = field(default_factory=StreamTally)
+    """Text units played from the phrase cache and synthesised."""
 
     @property
     def audio_seconds(self) -> float:
@@ -67,7 +69,7 @@ async def play(
     facts = prepared.facts
     encoder = make_encoder(facts.audio_format, facts.sample_rate, settings)
     stats = PlayStats(facts.sample_rate)
-    audio = engine.stream(prepared, more_text, word_timings=words_sink is not None)
+    audio = engine.stream(prepared, more_text, stats.units, word_timings=words_sink is not None)
 
     async def send(data: bytes) -> None:
         if data:

@@ -24,7 +24,8 @@ def health_json(snapshot: HealthSnapshot) -> dict[str, Any]:
     }
     # Parts whose owner has not reported yet are left out, as before.
     for key, part in (("tunnel", snapshot.tunnel), ("mdns", snapshot.mdns), ("watchdog", snapshot.watchdog),
-                      ("event_loop", snapshot.event_loop), ("wyoming", snapshot.wyoming)):
+                      ("event_loop", snapshot.event_loop), ("wyoming", snapshot.wyoming),
+                      ("cache", snapshot.cache)):
         if part is not None:
             body[key] = asdict(part)
     return body

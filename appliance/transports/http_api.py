@@ -102,6 +102,8 @@ async def _admitted(request: web.Request, prepared: PreparedRequest, settings: E
         "X-Sample-Rate": str(rate),
         "X-Decoder-Backend": facts.backend,
     })
+    if facts.cache is not None:
+        response.headers["X-Cache"] = facts.cache
     response.enable_chunked_encoding()
     await response.prepare(request)
     send_timeout = config.server.send_timeout_s

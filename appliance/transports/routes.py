@@ -20,7 +20,10 @@ class ApiRoutes:
     """The WebSocket: speak, streamed text, barge-in."""
     metrics: str
     """Prometheus' text format."""
+    prerender: str
+    """POST: phrases rendered into the phrase cache in the background."""
 
 
 API_ROUTES: Final = ApiRoutes(page="/", tts="/api/tts", timings="/api/timings", voices="/api/voices",
-                              health="/healthz", ws_tts="/ws/tts", metrics="/metrics")
+                              health="/healthz", ws_tts="/ws/tts", metrics="/metrics",
+                              prerender="/api/cache/prerender")

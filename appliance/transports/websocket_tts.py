@@ -10,7 +10,8 @@ Server -> client
   {"type": "start", "id", "format", "content_type", "sample_rate", "voice"} then binary frames (with
   "timings": true, each unit of text's {"type": "words", "id", "words": [{"word", "start", "end"}]} before its
   audio), then
-  {"type": "end", "id", "audio_seconds", "synthesis_ms", "first_audio_ms"}
+  {"type": "end", "id", "audio_seconds", "synthesis_ms", "first_audio_ms", "cached_sentences"}
+  (`cached_sentences`: text units played from the phrase cache)
   {"type": "cancelled", "ids": [...]}
   {"type": "error", "code", "message", "id"?, "retry_after"?}
 Utterances play in the order they were asked for, one at a time; each takes a synthesis stream from the
@@ -254,6 +255,7 @@ class WsSession:
             "audio_seconds": round(stats.audio_seconds, 3),
             "synthesis_ms": round((time.monotonic() - stats.started_at) * 1000, 1),
             "first_audio_ms": round((first_audio - utterance.received_at) * 1000, 1),
+            "cached_sentences": stats.units.cached_units,
         })
 
     async def send_json(self, body: dict) -> None:
