@@ -76,10 +76,11 @@ class Servers:
 
 
 def user_default_config(folder: Path) -> Path:
-    """A config file with nothing but what a benchmark needs changed from the shipped defaults."""
+    """A config file with nothing but what a benchmark needs changed from the shipped defaults: no mDNS, and
+    no phrase cache (benchmarks repeat their texts; each repeat must synthesise, as piper's does)."""
     path = folder / "config.toml"
     path.write_text(f'[mdns]\nenabled = false\n\n[service]\nstate_folder = "{folder / "state"}"\n\n'
-                    f'[wyoming]\nhost = "127.0.0.1"\nport = {free_port()}\n')
+                    f'[wyoming]\nhost = "127.0.0.1"\nport = {free_port()}\n\n[cache]\nenabled = false\n')
     (folder / "state").mkdir()
     return path
 

@@ -73,7 +73,8 @@ async def _speak(engine, text: str) -> float:
 
 def run_case(name: str, state_folder: Path) -> dict:
     """Loads the engine and speaks one case in this process; returns its figures."""
-    config = config_from_dict({"mdns": {"enabled": False}, "service": {"state_folder": str(state_folder)}})
+    config = config_from_dict({"mdns": {"enabled": False}, "cache": {"enabled": False},
+                              "service": {"state_folder": str(state_folder)}})
     engine = load_engine(config)
     try:
         load_peak = _status_mb("VmHWM")

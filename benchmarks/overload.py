@@ -3,10 +3,10 @@ get their first audio, whether the LAN health check still answers, and the daemo
 
     .venv/bin/python -m benchmarks.overload [--clients 50] [--rounds 1]
 
-Starts `appliance serve` (default configuration, CPU decoder) as a subprocess on loopback, sends `--clients`
-concurrent 200-character requests (Ogg Opus, the default format) per round, and prints JSON. The contract it
-checks (also asserted by tests/test_hostile_clients.py): every answer is either a complete 200 stream or a
-503 with `Retry-After` and `{"error": {"code": "busy"}}`; nobody's stream is cut."""
+Starts `appliance serve` (default configuration but the phrase cache off, CPU decoder) as a subprocess on
+loopback, sends `--clients` concurrent 200-character requests (Ogg Opus, the default format) per round, and
+prints JSON. The contract it checks (also asserted by tests/test_hostile_clients.py): every answer is either
+a complete 200 stream or a 503 with `Retry-After` and `{"error": {"code": "busy"}}`; nobody's stream is cut."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ import aiohttp
 
 from tests.daemon_process import running_daemon
 
+NO_CACHE = "[cache]\nenabled = false\n"
+"""Every client sends the same text: with the phrase cache on, all but the first would be played from it."""
 TEXT_200 = ("The library opens at nine in the morning and closes at six in the evening. "
             "Please return your books on time, and ask at the front desk if you need help finding anything today.")
 
@@ -126,7 +128,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder, running_daemon(Path(folder)) as daemon:
+    with tempfile.TemporaryDirectory() as folder, running_daemon(Path(folder), NO_CACHE) as daemon:
         rss_idle = peak_rss_mb(daemon.pid)
         rounds = []
         for _ in range(args.rounds):

@@ -51,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="threading-state-"))
-    config = load_config(None, environ={}, overrides={"service.state_folder": str(state)})
+    config = load_config(None, environ={}, overrides={"service.state_folder": str(state), "cache.enabled": False})
     layouts = [(cores, 1), (1, cores), (cores, cores), (2 * cores, 1), (1, 1)]
     results = [measure(config, workers, threads, args.repeat) for workers, threads in layouts]
     default = results[0]["total_ms"]

@@ -82,7 +82,8 @@ def main() -> int:
     args = parser.parse_args()
     load_before = [round(x, 2) for x in os.getloadavg()]
     state = Path(tempfile.mkdtemp(prefix="work-breakdown-"))
-    engine = load_engine(load_config(None, environ={}, overrides={"service.state_folder": str(state)}))
+    engine = load_engine(load_config(None, environ={}, overrides={"service.state_folder": str(state),
+                                                                          "cache.enabled": False}))
     try:
         stages = median_of(args.repeat, lambda: ours_stages(engine))
         stream = median_of(args.repeat, lambda: ours_stream(engine))

