@@ -121,7 +121,7 @@ async def measure_prerender(url: str, phrases: int, sample_rate: int) -> Prerend
 
 def measure(repeat: int, phrases: int, folder: Path) -> Report:
     facts = RunFacts.now(f"python -m benchmarks.cache_speed --repeat {repeat} --phrases {phrases}")
-    with running_daemon(folder) as url:
+    with running_daemon(folder, phrase_cache=True) as url:
         daemon = daemon_facts(url)
         first = asyncio.run(measure_first_audio(url, repeat))
         prerender = asyncio.run(measure_prerender(url, phrases, sample_rate=22050))

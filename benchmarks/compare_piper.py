@@ -75,12 +75,13 @@ class Servers:
     """Base URL of piper's server."""
 
 
-def user_default_config(folder: Path) -> Path:
+def user_default_config(folder: Path, phrase_cache: bool = False) -> Path:
     """A config file with nothing but what a benchmark needs changed from the shipped defaults: no mDNS, and
-    no phrase cache (benchmarks repeat their texts; each repeat must synthesise, as piper's does)."""
+    no phrase cache unless asked (benchmarks repeat their texts; each repeat must synthesise, as piper's does)."""
     path = folder / "config.toml"
     path.write_text(f'[mdns]\nenabled = false\n\n[service]\nstate_folder = "{folder / "state"}"\n\n'
-                    f'[wyoming]\nhost = "127.0.0.1"\nport = {free_port()}\n\n[cache]\nenabled = false\n')
+                    f'[wyoming]\nhost = "127.0.0.1"\nport = {free_port()}\n\n'
+                    f'[cache]\nenabled = {"true" if phrase_cache else "false"}\n')
     (folder / "state").mkdir()
     return path
 
@@ -90,8 +91,8 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "NOTIFY_SOCKET", "WATCHDOG_"))}
 
 
-def start_ours(folder: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "appliance", "--config", str(user_default_config(folder)), "serve",
+def start_ours(folder: Path, port: int, log: Path, phrase_cache: bool = False) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "appliance", "--config", str(user_default_config(folder, phrase_cache)), "serve",
                "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as log_file:
         return subprocess.Popen(command, cwd=REPO, env=clean_environment(), stdout=log_file, stderr=subprocess.STDOUT)

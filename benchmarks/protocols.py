@@ -130,10 +130,10 @@ PROBES: Final[tuple[Probe, ...]] = (
 # --- the run --------------------------------------------------------------------------------------------------
 
 @contextmanager
-def running_daemon(folder: Path) -> Iterator[str]:
+def running_daemon(folder: Path, phrase_cache: bool = False) -> Iterator[str]:
     port = free_port()
     log = folder / "ours.log"
-    process = start_ours(folder, port, log)
+    process = start_ours(folder, port, log, phrase_cache)
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_ready("our daemon", f"{base_url}/healthz", process, log)
