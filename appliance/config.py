@@ -94,8 +94,13 @@ class SynthesisConfig:
     from the phrase cache)."""
     vary: bool = False
     """Fresh random noise for each request that gives no seed (such requests then bypass the phrase cache)."""
+    stuck_job_s: float = 120.0
+    """A model job (an encoding, a window) running longer than this means a wedged worker, and the systemd
+    watchdog stops being pinged. Far above any real job: ~1 s on a board, ~40 s on an emulated one."""
 
     def __post_init__(self) -> None:
+        if not 0 < self.stuck_job_s < 1e6:
+            raise ConfigError(f"synthesis.stuck_job_s: expected a positive number of seconds, got {self.stuck_job_s}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"synthesis.seed: expected a whole number from 0 to 2^63-1, got {self.seed}")
 

@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,14 @@ from appliance.config import ApplianceConfig
 from appliance.daemon import create_app
 from appliance.health import WatchdogHealth
 from appliance.model.split_cache import load_split_voice
-from appliance.service import SystemdNotifier, log_handler, probe_executor
+from appliance.service import SystemdNotifier, log_handler
 from appliance.service.journal import PriorityPrefixFormatter
 from appliance.service.notify import NullTransport, SocketTransport, libsystemd_notify
 from appliance.service.status_line import MAX_REASON_CHARS, format_status
 from appliance.synthesis.engine import AudioChunk, SpeechEngine
 from appliance.synthesis.loading import load_engine
 from appliance.synthesis.request import SynthesisRequest
+from appliance.synthesis.workers import DeadlineWorkers
 from appliance.voices.catalog import bundled_default_voice
 from tests.conftest import make_config
 from tests.fake_rknnlite import FakeBoard
@@ -313,15 +313,15 @@ async def test_a_wedged_inference_thread_stops_the_pings(
     systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, engine: SpeechEngine, state_folder: Path
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
-    executor = ThreadPoolExecutor(max_workers=1)
-    # Workers as the engine has them, a thread pool probed with the shipped `probe_executor`, but one the
-    # test can wedge.
-    monkeypatch.setattr(engine, "probe_workers", lambda timeout_s: probe_executor(executor, timeout_s))
+    workers = DeadlineWorkers(1)
+    # Workers as the engine has them, probed as the engine does, but ones the test can wedge: a job running
+    # longer than `stuck_after_s` (0.3 s here) is a wedge.
+    monkeypatch.setattr(engine, "probe_workers", lambda timeout_s: workers.responsive(timeout_s, 0.3))
     release = threading.Event()
     try:
         async with running_daemon(engine, make_config(state_folder)):
             await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
-            executor.submit(release.wait)  # the only worker is now stuck
+            workers.submit(release.wait)  # the only worker is now stuck
             await asyncio.sleep(0.5)
             start = time.monotonic()
             await asyncio.sleep(1.0)
@@ -331,7 +331,28 @@ async def test_a_wedged_inference_thread_stops_the_pings(
             await systemd.wait_for(lambda: pings_between(systemd, recovered, time.monotonic()) >= 2)
     finally:
         release.set()
-        executor.shutdown()
+        workers.shutdown()
+
+
+async def test_workers_busy_with_long_jobs_keep_the_pings_going(
+    systemd: NotifyListener, monkeypatch: pytest.MonkeyPatch, engine: SpeechEngine, state_folder: Path
+) -> None:
+    """What an emulated board does: every worker held by one long window, longer than the probe's timeout
+    (0.1 s) and than WatchdogSec, yet younger than `stuck_after_s`: busy, not wedged, so pings go on."""
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(WATCHDOG_INTERVAL_S * 1e6)))
+    workers = DeadlineWorkers(1)
+    monkeypatch.setattr(engine, "probe_workers", lambda timeout_s: workers.responsive(timeout_s, 30.0))
+    try:
+        async with running_daemon(engine, make_config(state_folder)):
+            await systemd.wait_for(lambda: len(systemd.messages("WATCHDOG=1")) >= 2)
+            long_window = workers.submit(time.sleep, 1.5)
+            await asyncio.sleep(0.2)
+            start = time.monotonic()
+            await asyncio.sleep(1.0)
+            assert not long_window.done()
+            assert pings_between(systemd, start, time.monotonic()) >= 3
+    finally:
+        workers.shutdown()
 
 
 async def test_a_blocked_event_loop_sends_no_pings_while_blocked(

@@ -5,10 +5,9 @@ and `log_handler` (the root logger's handler). Everything works the same without
 notifications.
 """
 
-from ..synthesis.workers import probe_executor
 from .context import systemd_context
 from .journal import log_handler
 from .notify import SystemdNotifier
 from .watchdog import WorkerProbe
 
-__all__ = ["SystemdNotifier", "WorkerProbe", "log_handler", "probe_executor", "systemd_context"]
+__all__ = ["SystemdNotifier", "WorkerProbe", "log_handler", "systemd_context"]

@@ -4,7 +4,9 @@ Healthy means both:
 - the event loop is responsive: this task runs on it, so a blocked loop sends nothing at all, and a loop
   so starved that a tick wakes more than `max_loop_lag_s` late skips that tick's ping;
 - the inference workers answer: `WorkerProbe.probe_workers` (the engine submits a trivial job to its
-  inference thread pool and waits for it) returns True within `probe_timeout_s`.
+  inference thread pool and waits for it) returns True within `probe_timeout_s`; workers all busy with
+  jobs younger than `synthesis.stuck_job_s` count as answering (long windows on a slow CPU are work, not a
+  wedge: under QEMU a 256-frame window outlasts WatchdogSec).
 
 An unhealthy tick only skips its ping. systemd restarts the service once no ping has come for WatchdogSec,
 i.e. after about two unhealthy ticks in a row, so one slow moment does not cost a restart.

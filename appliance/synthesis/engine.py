@@ -41,7 +41,7 @@ from .voice_health import voice_health
 from .voice_request import SentencePlan, VoiceRequest
 from .voice_runtime import LoadedVoice, SynthesisParams
 from .word_timings import SpokenChunk, UnitWords, WordTiming, unit_words
-from .workers import DeadlineWorkers, probe_executor
+from .workers import DeadlineWorkers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -431,8 +431,9 @@ class SpeechEngine:
     # -- health ---------------------------------------------------------------------------------------
 
     async def probe_workers(self, timeout_s: float) -> bool:
-        """True if an inference worker picks up a trivial job within the timeout (the pool is not wedged)."""
-        return await probe_executor(self._workers, timeout_s)
+        """True if an inference worker picks up a trivial job within the timeout, or all are busy with jobs
+        younger than `synthesis.stuck_job_s` (the pool is not wedged)."""
+        return await self._workers.responsive(timeout_s, self.settings.stuck_job_s)
 
     def health(self) -> HealthSnapshot:
         """Everything /healthz, the status line and the TXT record show. Event-loop thread only."""

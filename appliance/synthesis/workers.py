@@ -39,7 +39,9 @@ class DeadlineWorkers(Executor):
         self._seq = itertools.count()
         self._ready = threading.Condition()
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"{name}-{n}", daemon=True)
+        self._started: dict[int, float] = {}
+        """When each busy thread's current job started (monotonic seconds), by thread number."""
+        self._threads = [threading.Thread(target=self._work, args=(n,), name=f"{name}-{n}", daemon=True)
                          for n in range(threads)]
         for thread in self._threads:
             thread.start()
@@ -78,7 +80,24 @@ class DeadlineWorkers(Executor):
             for thread in self._threads:
                 thread.join()
 
-    def _work(self) -> None:
+    def longest_job_s(self) -> float:
+        """How long the job that has run longest so far has been running (0 when every thread is idle)."""
+        now = time.monotonic()
+        with self._ready:
+            return max((now - started for started in self._started.values()), default=0.0)
+
+    async def responsive(self, timeout_s: float, stuck_after_s: float) -> bool:
+        """True when a no-op job runs within `timeout_s`, or when every thread is busy with a job that started
+        less than `stuck_after_s` ago: workers held by long windows (a slow or emulated CPU) are busy, not
+        wedged. False once a job has run longer than that, or the pool is shut down."""
+        if await probe_executor(self, timeout_s):
+            return True
+        with self._ready:
+            if self._closed:
+                return False
+        return self.longest_job_s() < stuck_after_s
+
+    def _work(self, number: int) -> None:
         while True:
             with self._ready:
                 while not self._heap and not self._closed:
@@ -88,12 +107,17 @@ class DeadlineWorkers(Executor):
                 job = heapq.heappop(self._heap)
             if not job.future.set_running_or_notify_cancel():
                 continue  # cancelled while waiting (its stream was closed)
+            with self._ready:
+                self._started[number] = time.monotonic()
             try:
                 result = job.fn(*job.args)
             except BaseException as e:
                 job.future.set_exception(e)
             else:
                 job.future.set_result(result)
+            finally:
+                with self._ready:
+                    del self._started[number]
 
 
 async def probe_executor(executor: Executor, timeout_s: float) -> bool:
