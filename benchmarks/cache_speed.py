@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import aiohttp
 
 from appliance.bench import SENTENCE
 from appliance.synthesis.cache_files import HEADER_BYTES
-from benchmarks.compare_piper import RunFacts, Target, emit
+from benchmarks.compare_piper import RunFacts, Target, measure_and_emit
 from benchmarks.protocols import daemon_facts, running_daemon
 
 TARGET_HIT_MS: Final = 10.0
@@ -140,14 +139,13 @@ def print_table(report: Report) -> None:
           f"{pre.audio_seconds_per_s} s of audio per second", file=sys.stderr)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--phrases", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cache-speed-") as folder:
-        emit(measure(args.repeat, args.phrases, Path(folder)), print_table)
+    return measure_and_emit("cache-speed-", lambda folder: measure(args.repeat, args.phrases, folder), print_table)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

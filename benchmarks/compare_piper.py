@@ -456,6 +456,19 @@ def emit(report: RunFacts, print_table: Callable[[Any], None]) -> None:
     print(json.dumps(asdict(report), indent=2))
 
 
+def measure_and_emit(prefix: str, measure: Callable[[Path], RunFacts], print_table: Callable[[Any], None]) -> int:
+    """A benchmark's run in a temporary folder, then `emit`; exit code 1 (and why, on stderr) when a server
+    fails or an HTTP exchange breaks."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        try:
+            report = measure(Path(folder))
+        except (ServerFailed, aiohttp.ClientError) as e:
+            print(f"the benchmark failed: {e}", file=sys.stderr)
+            return 1
+    emit(report, print_table)
+    return 0
+
+
 @dataclass
 class Report(RunFacts):
     daemon: dict[str, Any]

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Final
 import aiohttp
 
 from appliance.bench import SENTENCE
-from benchmarks.compare_piper import RunFacts, ServerFailed, emit
+from benchmarks.compare_piper import RunFacts, ServerFailed, measure_and_emit
 from benchmarks.protocols import daemon_facts, running_daemon
 
 ROUTES: Final = ("/metrics", "/healthz")
@@ -103,14 +102,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.scrapes < 2:
         parser.error("--scrapes must be at least 2")
-    with tempfile.TemporaryDirectory(prefix="metrics-cost-") as folder:
-        try:
-            report = measure(args.scrapes, Path(folder))
-        except ServerFailed as e:
-            print(f"our daemon failed: {e}", file=sys.stderr)
-            return 1
-    emit(report, print_table)
-    return 0
+    return measure_and_emit("metrics-cost-", lambda folder: measure(args.scrapes, folder), print_table)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,9 +44,9 @@ from benchmarks.compare_piper import (
     RunFacts,
     ServerFailed,
     Target,
-    emit,
     free_port,
     log_tail,
+    measure_and_emit,
     ms,
     new_session,
     start_ours,
@@ -260,14 +259,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="protocols-") as folder:
-        try:
-            report = measure(args.repeat, Path(folder))
-        except ServerFailed as e:
-            print(f"our daemon failed: {e}", file=sys.stderr)
-            return 1
-    emit(report, print_table)
-    return 0
+    return measure_and_emit("protocols-", lambda folder: measure(args.repeat, folder), print_table)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,13 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import aiohttp
-
 from appliance.bench import PARAGRAPH
-from benchmarks.compare_piper import RunFacts, ServerFailed, emit, ms, new_session
+from benchmarks.compare_piper import RunFacts, ServerFailed, measure_and_emit, ms, new_session
 from benchmarks.protocols import running_daemon
 
 SEED: Final = 7
@@ -108,14 +105,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="timings-") as folder:
-        try:
-            report = measure(args.repeat, Path(folder), " ".join(["python -m benchmarks.timings_speed", *sys.argv[1:]]))
-        except (ServerFailed, aiohttp.ClientError) as e:
-            print(f"the benchmark failed: {e}", file=sys.stderr)
-            return 1
-    emit(report, print_table)
-    return 0
+    command = " ".join(["python -m benchmarks.timings_speed", *sys.argv[1:]])
+    return measure_and_emit("timings-", lambda folder: measure(args.repeat, folder, command), print_table)
 
 
 if __name__ == "__main__":
