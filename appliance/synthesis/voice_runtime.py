@@ -175,8 +175,8 @@ class LoadedVoice:
         [1, 1, n]): for tools and tests; requests decode through `VoiceRequest`."""
         run_decoder, run_flow = self.stage_runners()
         decoder_input = self.decoder_input(latent, run_flow)
-        return WindowedStage(decoder_input.source, self.split.decoder.outputs[0],
-                             (policy or self.decoder_policy()).windows(latent.frames), run_decoder,
+        windows = (policy or self.decoder_policy()).windows(latent.frames)
+        return WindowedStage(decoder_input.source, windows, run_decoder,
                              _only(decoder_input.constants, self.split.decoder.inputs),
                              upsample=self.samples_per_frame)
 

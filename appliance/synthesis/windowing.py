@@ -5,8 +5,9 @@ Each window reads only its own input frames, so the windows of a sentence can ru
 workers. The layout of a sentence's windows depends on nothing but its length: the same sentence is decoded the
 same way wherever it stands in a text, so it gives the same samples (what a phrase cache needs).
 
-A stage's output can be the input of the next windowed stage (flow -> decoder): `WindowedStage` is itself
-a `FrameSource` that runs just enough of its windows to serve the frames asked of it.
+A stage's output can be the input of the next stage (flow -> decoder): `SharedWindows` (fixed windows, the
+NPU flow) and `ContextSource` (the CPU flow) are `FrameSource`s that run just the flow the decoder window
+reading them needs.
 """
 
 from __future__ import annotations
@@ -99,26 +100,21 @@ class TensorSource:
 
 
 class WindowedStage:
-    """One stage run window by window over a frame source; also a frame source for the next stage."""
+    """One stage run window by window over a frame source, in order (tools and tests)."""
 
     def __init__(
         self,
         source: FrameSource,
-        output_name: str,
         windows: Iterator[Window],
         run_window: RunWindow,
         constants: Mapping[str, np.ndarray] | None = None,
         upsample: int = 1,
     ) -> None:
         self.source = source
-        self.output_name = output_name
-        self.total_frames = source.total_frames
         self._windows = windows
         self._run_window = run_window
         self._constants = dict(constants or {})
         self._upsample = upsample
-        self._produced: list[np.ndarray] = []
-        self._produced_frames = 0
 
     def run_next(self) -> tuple[Window, np.ndarray] | None:
         """Runs the next window; returns it with its cropped output ([1, C', frames*upsample]), or None."""
@@ -126,17 +122,6 @@ class WindowedStage:
         if window is None:
             return None
         return window, run_window(self.source, window, self._run_window, self._constants, self._upsample)
-
-    def frames(self, start: int, end: int) -> Feeds:
-        while self._produced_frames < end:
-            step = self.run_next()
-            if step is None:
-                break
-            self._produced.append(step[1])
-            self._produced_frames = step[0].emit_end
-        if len(self._produced) > 1:
-            self._produced = [np.concatenate(self._produced, axis=-1)]
-        return {self.output_name: self._produced[0][..., start:end]}
 
 
 class SharedWindows:
