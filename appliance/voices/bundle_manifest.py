@@ -35,6 +35,19 @@ class CompiledStage:
 
 
 @dataclass(frozen=True)
+class VerifiedSentence:
+    """One verification sentence as the converter measured it: the windowed chain in the simulator against
+    onnxruntime's whole-utterance audio."""
+
+    text: str
+    speaker_id: int | None
+    frames: int
+    snr_db: float
+    mcd_db: float
+    """Mel-cepstral distortion (dB, 24 coefficients); 0 is identical."""
+
+
+@dataclass(frozen=True)
 class BundleManifest:
     voice: str
     target: str
@@ -52,6 +65,13 @@ class BundleManifest:
     created_at: str
     flow_on_npu_snr_db: float | None = None
     """What the chain measured with the flow on the NPU too, when that failed the gate (kept for the record)."""
+    pipeline_mcd_db: float | None = None
+    """Worst sentence's mel-cepstral distortion of the shipped chain (None in bundles made before it was measured)."""
+    flow_on_npu_mcd_db: float | None = None
+    verification: tuple[VerifiedSentence, ...] = ()
+    """The shipped chain, sentence by sentence."""
+    flow_on_npu_verification: tuple[VerifiedSentence, ...] = ()
+    """The rejected chain with the flow on the NPU, sentence by sentence."""
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -74,7 +94,11 @@ class BundleManifest:
                 pipeline_snr_db=float(raw["pipeline_snr_db"]),
                 files={str(k): str(v) for k, v in raw["files"].items()},
                 created_at=str(raw["created_at"]),
-                flow_on_npu_snr_db=None if raw.get("flow_on_npu_snr_db") is None else float(raw["flow_on_npu_snr_db"]),
+                flow_on_npu_snr_db=_optional_float(raw, "flow_on_npu_snr_db"),
+                pipeline_mcd_db=_optional_float(raw, "pipeline_mcd_db"),
+                flow_on_npu_mcd_db=_optional_float(raw, "flow_on_npu_mcd_db"),
+                verification=_sentences(raw.get("verification") or ()),
+                flow_on_npu_verification=_sentences(raw.get("flow_on_npu_verification") or ()),
             )
         except KeyError as e:
             raise ManifestError(f"missing key {e.args[0]!r}") from e
@@ -94,6 +118,18 @@ class BundleManifest:
             return BundleManifest.from_dict(raw)
         except ManifestError as e:
             raise ManifestError(f"{path}: {e}") from e
+
+
+def _optional_float(raw: Mapping[str, Any], key: str) -> float | None:
+    return None if raw.get(key) is None else float(raw[key])
+
+
+def _sentences(raw: Any) -> tuple[VerifiedSentence, ...]:
+    return tuple(
+        VerifiedSentence(text=str(s["text"]), speaker_id=None if s.get("speaker_id") is None else int(s["speaker_id"]),
+                         frames=int(s["frames"]), snr_db=float(s["snr_db"]), mcd_db=float(s["mcd_db"]))
+        for s in raw
+    )
 
 
 def _stage(raw: Mapping[str, Any], name: str) -> CompiledStage:
