@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from appliance.decoders.base import Feeds
+from appliance.decoders.base import Feeds, tile_to_shapes
 from appliance.model.piper_split import StageGraph
 
 from .toolkit_log import LogVerdict, captured_fds, read_verdict
@@ -25,13 +25,11 @@ class BuildError(RuntimeError):
 
 
 def input_shapes(graph: StageGraph, window: int) -> dict[str, list[int]]:
-    """[1, C, window] for framed inputs, [1, C, 1] for per-utterance ones (a speaker embedding)."""
-    shapes = {}
-    for value in graph.model.graph.input:
-        channels = value.type.tensor_type.shape.dim[1].dim_value
-        length = window if value.name in graph.framed_inputs else 1
-        shapes[value.name] = [1, channels, length]
-    return shapes
+    """[1, C, window] for every input. A per-utterance input (a speaker embedding, [1, C, 1] in the graph) is compiled
+    at the window's length too and repeated along it when fed (`tile_to_shapes`): with a length-1 input that the
+    graph broadcasts, the toolkit's optimiser loops forever on a multi-speaker decoder (OpFusing never ends)."""
+    return {value.name: [1, value.type.tensor_type.shape.dim[1].dim_value, window]
+            for value in graph.model.graph.input}
 
 
 @dataclass
@@ -51,7 +49,8 @@ class SimulatedStage:
         self.fixed_window = self.window
 
     def run(self, feeds: Feeds) -> np.ndarray:
-        inputs = [np.ascontiguousarray(feeds[n], dtype=np.float32) for n in self.graph.inputs]
+        shapes = {name: tuple(shape) for name, shape in input_shapes(self.graph, self.window).items()}
+        inputs = tile_to_shapes(feeds, self.graph.inputs, shapes)
         with captured_fds(self.log_path):
             outputs = self.rknn.inference(inputs=inputs, data_format="nchw")
         if not outputs:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from appliance.config import ApplianceConfig, SynthesisConfig
+from appliance.decoders.base import tile_to_shapes
 from appliance.decoders.cpu_onnx import CpuStageBackend
 from appliance.decoders.npu_detect import NpuProbe
 from appliance.decoders.npu_rknn import NpuError, NpuStageBackend
@@ -352,3 +353,14 @@ def test_the_shipped_bundle_matches_the_default_voice() -> None:
     check = check_bundle(SHIPPED_BUNDLES, bundled_default_voice(), board)
     assert check.problem is None
     assert check.manifest is not None and check.manifest.pipeline_snr_db >= 45
+
+
+def test_a_speaker_embedding_is_repeated_along_the_window_it_was_compiled_at() -> None:
+    framed = np.arange(2 * 48, dtype=np.float32).reshape(1, 2, 48)
+    speaker = np.array([[[0.5], [-1.0], [2.0]]], dtype=np.float32)
+    inputs = tile_to_shapes({"z": framed, "g": speaker}, ("z", "g"), {"z": (1, 2, 48), "g": (1, 3, 48)})
+    assert inputs[0].shape == (1, 2, 48) and np.array_equal(inputs[0], framed)
+    assert inputs[1].shape == (1, 3, 48) and inputs[1].flags.c_contiguous
+    assert np.array_equal(inputs[1], np.repeat(speaker, 48, axis=2))
+    # A bundle compiled with the embedding at length 1 (older ones) gets it as it is.
+    assert tile_to_shapes({"g": speaker}, ("g",), {"g": (1, 3, 1)})[0].shape == (1, 3, 1)

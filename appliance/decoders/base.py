@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -11,6 +11,20 @@ Feeds = dict[str, np.ndarray]
 """A stage's inputs by name: framed ones [1, C, W], per-utterance ones (a speaker embedding) whole."""
 RunWindow = Callable[[Feeds], np.ndarray]
 """Runs one window of a stage: its feeds to the stage's single output [1, C', W * upsample]."""
+
+
+def tile_to_shapes(feeds: Feeds, names: tuple[str, ...], shapes: Mapping[str, tuple[int, ...]]) -> list[np.ndarray]:
+    """The inputs in `names` order as float32 at the compiled `shapes`: a per-utterance input ([1, C, 1], a speaker
+    embedding) is repeated along the window when its compiled shape is [1, C, window]. NPU stages are compiled that
+    way because rknn-toolkit2 2.5.0 never finishes optimising a decoder that broadcasts a length-1 input."""
+    inputs = []
+    for name in names:
+        tensor = np.asarray(feeds[name], dtype=np.float32)
+        expected = shapes.get(name)
+        if expected is not None and tensor.shape[-1] == 1 and expected[-1] > 1:
+            tensor = np.broadcast_to(tensor, (*tensor.shape[:-1], expected[-1]))
+        inputs.append(np.ascontiguousarray(tensor))
+    return inputs
 
 
 class StageBackend(Protocol):

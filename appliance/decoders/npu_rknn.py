@@ -23,7 +23,7 @@ import numpy as np
 
 from ..health import NpuCoreHealth, NpuStageHealth
 from ..voices.bundle_manifest import CompiledStage
-from .base import Feeds
+from .base import Feeds, tile_to_shapes
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class NpuStageBackend:
 
     def run(self, feeds: Feeds) -> np.ndarray:
         core = self._acquire()
-        inputs = [np.ascontiguousarray(feeds[name], dtype=np.float32) for name in self.stage.inputs]
+        inputs = tile_to_shapes(feeds, self.stage.inputs, self.stage.input_shapes)
         done: Future[list[np.ndarray] | None] = Future()
         # The call runs on its own thread so that a hung driver call cannot hold the caller past the deadline.
         threading.Thread(target=_call, args=(core, inputs, done), name=f"npu{core.index}", daemon=True).start()
