@@ -64,7 +64,7 @@ def convert_voice(
     """`decoder_transform` alters the decoder graph before compiling (tests use it to prove the gate bites)."""
     if options.target not in SUPPORTED_TARGETS:
         raise ConversionError(f"target {options.target!r} is not one of {', '.join(SUPPORTED_TARGETS)}")
-    files = _voice_files(onnx_path, config_path)
+    files = voice_files(onnx_path, config_path)
     progress(f"[1/5] splitting {files.name} into prelude, flow and decoder")
     try:
         split = load_split_voice(files.onnx_path, None)
@@ -120,7 +120,7 @@ def convert_voice(
             flow.release()
 
 
-def _voice_files(onnx_path: Path, config_path: Path | None) -> VoiceFiles:
+def voice_files(onnx_path: Path, config_path: Path | None) -> VoiceFiles:
     if not onnx_path.is_file():
         raise ConversionError(f"{onnx_path} does not exist")
     config_path = config_path or onnx_path.with_name(onnx_path.name + ".json")
