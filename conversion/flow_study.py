@@ -6,7 +6,9 @@ Prints three tables, the figures behind the conversion README's finding:
 2. per channel of the flow's output: how much of the audio error each channel's fp16 error causes (the flow
    output from the simulator, the decoder in fp32 on the CPU, so only the flow's error is measured);
 3. the same error as white noise of the same size per channel, and the flow's output merely rounded to fp16:
-   what the decoder does with errors that are not correlated.
+   what the decoder does with errors that are not correlated;
+4. the flow split into a CPU (fp32) and an NPU (fp16) segment at a coupling's output, on every verification
+   sentence (decoder in fp32): how much of the flow can go to the NPU before the gate is missed.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from appliance.decoders.base import Feeds
 from appliance.decoders.cpu_onnx import CpuStageBackend
 from appliance.model.onnx_stage import OrtSettings
+from appliance.model.piper_split import SplitVoice, StageGraph
 from appliance.model.split_cache import load_split_voice
 from appliance.synthesis.voice_runtime import LoadedVoice, SynthesisParams
 from appliance.text.phoneme_ids import phonemes_to_ids
@@ -30,6 +34,7 @@ from appliance.text.phonemes import Phonemizer
 from .audio_metrics import snr_db
 from .compile_stage import SimulatedStage, compile_stage
 from .convert import voice_files
+from .verification import VERIFY_SENTENCES, verify
 
 STUDY_SENTENCE = "Is it ready yet?"
 """The worst sentence of the verification with the flow on the NPU, and one window long: no windowing error."""
@@ -80,7 +85,65 @@ def main(argv: list[str] | None = None) -> int:
     flow = ort.InferenceSession(split.flow.model.SerializeToString(), providers=["CPUExecutionProvider"])
     exact = flow.run(None, window_feeds)[0][..., : latent.frames]
     print_channel_study(exact, npu_latent, lambda z: cpu_decoder.run({split.decoder.inputs[0]: z}).reshape(-1))
+    print(f"4. the flow split at a coupling, worst of {len(VERIFY_SENTENCES)} sentences (dB), with the decoder in fp32"
+          " / on the NPU too (48 frames):")
+    with tempfile.TemporaryDirectory(prefix="flow-split-") as folder:
+        npu_decoder = compile_stage(split.decoder, 48, 8, "rk3588", Path(folder) / "toolkit.log")
+        try:
+            for cut, npu_part, label in SPLITS:
+                flow = SplitFlow(split, cut, npu_part, args.window, args.context, Path(folder))
+                try:
+                    worst = [verify(files, split, flow, decoder, VERIFY_SENTENCES, lambda _: None).worst_snr_db
+                             for decoder in (cpu_decoder, npu_decoder)]
+                finally:
+                    flow.release()
+                print(f"   {label:58s} {worst[0]:5.1f} / {worst[1]:5.1f}")
+        finally:
+            npu_decoder.release()
     return 0
+
+
+SPLITS = (
+    ("/flow/flows.2/Concat_output_0", "last", "NPU: the last coupling (flows.0), CPU: the three before"),
+    ("/flow/flows.4/Concat_output_0", "last", "NPU: the last two couplings, CPU: the two before"),
+    ("/flow/flows.6/Concat_output_0", "first", "NPU: the first coupling (flows.6), CPU: the three after"),
+)
+"""Cut at a coupling's output (Piper's reverse flow runs flows.7 down to flows.0; odd ones are channel flips)."""
+
+
+class SplitFlow:
+    """A flow backend made of an fp32 CPU segment and an fp16 NPU segment in the simulator, over the same fixed
+    window: the study of a placement, not something the daemon runs."""
+
+    name = "split"
+
+    def __init__(self, split: SplitVoice, cut: str, npu_part: str, window: int, context: int, folder: Path) -> None:
+        from onnx.utils import Extractor
+
+        self.fixed_window, self.context = window, context
+        self._inputs, self._cut, self._npu_first = split.flow.inputs, cut, npu_part == "first"
+        mask = self._inputs[1]
+        extractor = Extractor(split.flow.model)
+        first = extractor.extract_model(list(self._inputs), [cut])
+        second = extractor.extract_model([cut, mask], list(split.flow.outputs))
+        npu_model, npu_inputs = (first, self._inputs) if self._npu_first else (second, (cut, mask))
+        cpu_model = second if self._npu_first else first
+        graph = StageGraph(f"flow-{npu_part}", npu_model, tuple(npu_inputs), (npu_model.graph.output[0].name,),
+                           tuple(npu_inputs))
+        self._npu = compile_stage(graph, window, context, "rk3588", folder / "toolkit.log")
+        self._cpu = ort.InferenceSession(cpu_model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def run(self, feeds: Feeds) -> np.ndarray:
+        z, mask = (feeds[name] for name in self._inputs)
+        mask_name = self._inputs[1]
+        if self._npu_first:
+            middle = self._npu.run({self._inputs[0]: z, mask_name: mask})
+            return self._cpu.run(None, {self._cut: middle, mask_name: mask})[0]
+        middle = self._cpu.run(None, {self._inputs[0]: z, mask_name: mask})[0]
+        return self._npu.run({self._cut: middle, mask_name: mask})
+
+    def release(self) -> None:
+        self._npu.release()
 
 
 def accuracy_by_layer(stage: SimulatedStage, feeds: dict[str, np.ndarray], folder: Path) -> list[LayerError]:
