@@ -168,3 +168,34 @@ def test_a_multi_speaker_voice_compiles_and_every_speaker_goes_through_the_npu_s
         speaker_input = next(name for name in stage.inputs if name not in stage.framed_inputs)
         assert stage.input_shapes[speaker_input] == (1, 16, stage.window)
     assert sum("speaker 2" in line for line in lines) == 4, "each sentence's line names its speaker"
+
+
+def test_the_flow_study_reads_the_toolkits_accuracy_analysis_and_splits_the_flow(tmp_path: Path) -> None:
+    """The figures behind the README's finding: per-layer SNRs from the toolkit's own analysis, and a split flow
+    (fp32 CPU segment, fp16 NPU segment) that is more accurate than the all-fp16 flow on the same window."""
+    import onnxruntime as ort
+
+    from appliance.model.split_cache import load_split_voice
+    from conversion.compile_stage import compile_stage
+    from conversion.flow_study import SPLITS, SplitFlow, accuracy_by_layer
+
+    split = load_split_voice(VOICE, None)
+    rng = np.random.default_rng(0)
+    window = {split.flow.inputs[0]: rng.standard_normal((1, 192, 128)).astype(np.float32),
+              split.flow.inputs[1]: np.ones((1, 1, 128), dtype=np.float32)}
+    exact = ort.InferenceSession(split.flow.model.SerializeToString()).run(None, window)[0]
+    stage = compile_stage(split.flow, 128, 32, "rk3588", tmp_path / "toolkit.log")
+    try:
+        layers = accuracy_by_layer(stage, window, tmp_path)
+        all_npu = snr_db(exact.reshape(-1), stage.run(window).reshape(-1))
+    finally:
+        stage.release()
+    assert len(layers) > 100 and any("/post/Conv" in layer.tensor for layer in layers)
+    assert 55 < layers[-1].snr_db < 75 and abs(layers[-1].snr_db - all_npu) < 1.5, (layers[-1], all_npu)
+    cut, npu_part, _ = SPLITS[0]
+    flow = SplitFlow(split, cut, npu_part, 128, 32, tmp_path)
+    try:
+        one_coupling = snr_db(exact.reshape(-1), flow.run(window).reshape(-1))
+    finally:
+        flow.release()
+    assert one_coupling > all_npu + 3, (one_coupling, all_npu)
