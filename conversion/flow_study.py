@@ -1,6 +1,8 @@
 """Where the fp16 flow loses accuracy: `python -m conversion.flow_study VOICE.onnx [--window 128 --context 32]`.
 
-Prints three tables, the figures behind the conversion README's finding:
+Prints the figures behind the conversion README's finding:
+0. windowing alone: the flow in fp32 (CPU) in the NPU's fixed windows, with 16 and with 32 frames of context, on
+   every verification sentence;
 1. per layer: the toolkit's accuracy analysis of the flow in the simulator (fp16) against fp32 on one real
    window of a sentence, as SNR per tensor and the channel with the largest error;
 2. per channel of the flow's output: how much of the audio error each channel's fp16 error causes (the flow
@@ -66,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     ids = phonemes_to_ids(Phonemizer().sentences(args.sentence, files.config.espeak_voice)[0],
                           files.config.phoneme_id_map)
     latent = voice.encode(ids, SynthesisParams(None, files.config.length_scale, 0.0, 0.0), np.random.default_rng(0))
+    print(f"0. windowing alone: the fp32 flow in fixed windows, worst / best of {len(VERIFY_SENTENCES)} sentences:")
+    for window, context in ((96, 16), (128, 32)):
+        flow = CpuStageBackend(split.flow, settings, window, context)
+        snrs = [s.snr_db for s in verify(files, split, flow, cpu_decoder, VERIFY_SENTENCES, lambda _: None).sentences]
+        worst = VERIFY_SENTENCES[int(np.argmin(snrs))]
+        print(f"   {window} frames, {context} of context: {min(snrs):5.1f} / {max(snrs):5.1f}  (worst: {worst[:40]!r})")
     if latent.frames > args.window:
         parser.error(f"{args.sentence!r} is {latent.frames} frames: pick a sentence of one window")
     feeds = {**latent.source.frames(0, latent.frames), **latent.constants}
