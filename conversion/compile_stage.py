@@ -44,13 +44,14 @@ class SimulatedStage:
     log_path: Path
     name: str = "npu-simulator"
     fixed_window: int | None = field(init=False)
+    shapes: dict[str, tuple[int, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.fixed_window = self.window
+        self.shapes = {name: tuple(shape) for name, shape in input_shapes(self.graph, self.window).items()}
 
     def run(self, feeds: Feeds) -> np.ndarray:
-        shapes = {name: tuple(shape) for name, shape in input_shapes(self.graph, self.window).items()}
-        inputs = tile_to_shapes(feeds, self.graph.inputs, shapes)
+        inputs = tile_to_shapes(feeds, self.graph.inputs, self.shapes)
         with captured_fds(self.log_path):
             outputs = self.rknn.inference(inputs=inputs, data_format="nchw")
         if not outputs:
