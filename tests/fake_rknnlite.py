@@ -34,8 +34,9 @@ VALID_MASKS = {NPU_CORE_AUTO, NPU_CORE_0, NPU_CORE_1, NPU_CORE_2, NPU_CORE_0_1, 
 class CompiledModel:
     graph: StageGraph
     window: int
-    channels: Mapping[str, int]
-    """Channel count of each input ([1, C, window] framed, [1, C, 1] per utterance)."""
+    shapes: Mapping[str, tuple[int, ...]]
+    """Each input's compiled shape: [1, C, window], a speaker embedding included (`conversion` compiles it at the
+    window's length; bundles made before that have it at [1, C, 1])."""
 
 
 @dataclass
@@ -135,8 +136,7 @@ class FakeRKNNLite:
             self._board.errors.append(f"inference: expected {len(names)} inputs, got {len(inputs or [])}")
             return None
         for name, array in zip(names, inputs, strict=True):
-            length = model.window if name in model.graph.framed_inputs else 1
-            expected = (1, model.channels[name], length)
+            expected = tuple(model.shapes[name])
             if not isinstance(array, np.ndarray) or array.shape != expected or array.dtype != np.float32:
                 got = (getattr(array, "shape", None), getattr(array, "dtype", None))
                 self._board.errors.append(f"inference: input {name} must be float32 {expected}, got {got}")
@@ -153,7 +153,11 @@ class FakeRKNNLite:
         if failing:
             raise RuntimeError(f"rknn_run failed on core {core} (injected)")
         started = time.monotonic()
-        output = self._stage.run(dict(zip(names, inputs, strict=True)))[model.graph.outputs[0]]
+        # The ONNX stage takes a speaker embedding as [1, C, 1]; compiled at the window's length, its columns are
+        # equal (the graph broadcasts it), so the first one is the same input.
+        feeds = {name: array if name in model.graph.framed_inputs else array[..., :1]
+                 for name, array in zip(names, inputs, strict=True)}
+        output = self._stage.run(feeds)[model.graph.outputs[0]]
         with self._board._lock:
             self._board.windows_by_core[core] = self._board.windows_by_core.get(core, 0) + 1
             self._board.timeline.append((model.graph.name, core, started, time.monotonic()))

@@ -31,9 +31,10 @@ from appliance.synthesis.loading import load_engine
 from appliance.synthesis.request import SynthesisRequest
 from appliance.synthesis.voice_runtime import LoadedVoice
 from appliance.voices.bundle_manifest import BundleManifest, CompiledStage
-from appliance.voices.catalog import VoiceFiles, bundled_default_voice
+from appliance.voices.catalog import VoiceFiles, bundled_default_voice, discover_voices
 from tests.conftest import make_config
 from tests.fake_rknnlite import CompiledModel, FakeBoard
+from tests.voice_factory import MULTI_SPEAKER_VOICE, SPEAKERS, small_voices_folder  # noqa: F401  (fixture)
 
 FLOW_WINDOW, FLOW_CONTEXT = 96, 16
 DECODER_WINDOW, DECODER_CONTEXT = 48, 8
@@ -55,8 +56,8 @@ def write_bundle(folder: Path, files: VoiceFiles, split: SplitVoice, board: Fake
                                    (split.decoder, DECODER_WINDOW, DECODER_CONTEXT)):
         path = bundle / f"{graph.name}-{window}.rknn"
         path.write_bytes(b"RKNN stand-in for " + graph.name.encode())
-        board.models[str(path)] = CompiledModel(graph, window, channels(graph))
-        shapes = {n: (1, c, window if n in graph.framed_inputs else 1) for n, c in channels(graph).items()}
+        shapes = {n: (1, c, window) for n, c in channels(graph).items()}  # as `conversion.input_shapes`
+        board.models[str(path)] = CompiledModel(graph, window, shapes)
         stages[graph.name] = CompiledStage(path.name, window, context, graph.inputs, graph.framed_inputs, shapes, 56.0)
     manifest = BundleManifest(
         voice=files.name, target=target, toolkit_version=toolkit, source_onnx_sha256=file_sha256(files.onnx_path),
@@ -353,6 +354,40 @@ def test_the_shipped_bundle_matches_the_default_voice() -> None:
     check = check_bundle(SHIPPED_BUNDLES, bundled_default_voice(), board)
     assert check.problem is None
     assert check.manifest is not None and check.manifest.pipeline_snr_db >= 45
+
+
+async def test_a_multi_speaker_bundle_speaks_each_speaker_on_the_npu_as_the_cpu_does(
+    npu_config: ApplianceConfig, small_voices_folder: Path, board: FakeBoard  # noqa: F811
+) -> None:
+    """The speaker embedding, an input of flow and decoder, is fed at the window's length the stages were
+    compiled at; the audio is the CPU's, sample for sample, for every speaker."""
+    files = discover_voices(small_voices_folder)[MULTI_SPEAKER_VOICE]
+    split = load_split_voice(files.onnx_path, None)
+    write_bundle(npu_config.npu.bundles_folder, files, split, board)
+    config = replace(npu_config, voices=replace(npu_config.voices, folder=small_voices_folder,
+                                                default=MULTI_SPEAKER_VOICE))
+    engine = load_engine(config, rk3588(board))
+    reference_voice = LoadedVoice(files, split, ORT,
+                                  CpuStageBackend(split.decoder, ORT, DECODER_WINDOW, DECODER_CONTEXT),
+                                  flow=CpuStageBackend(split.flow, ORT, FLOW_WINDOW, FLOW_CONTEXT))
+    reference = SpeechEngine({files.name: reference_voice}, files.name, SynthesisConfig(), 10_000)
+    try:
+        assert voice_health(engine, files.name).flow == "npu"
+        heard = []
+        for speaker in SPEAKERS:
+            request = SynthesisRequest(text="Speakers differ.", seed=3, speaker=speaker)
+            audio = await speak_request(engine, request)
+            assert np.array_equal(audio, await speak_request(reference, request)), speaker
+            heard.append(audio)
+        assert not np.array_equal(heard[0], heard[1]), "the embedding reached the stages"
+        assert board.total_windows() > 0 and not board.errors, board.errors
+    finally:
+        engine.close()
+        reference.close()
+
+
+async def speak_request(engine: SpeechEngine, request: SynthesisRequest) -> np.ndarray:
+    return np.concatenate([chunk.samples async for chunk in engine.stream(engine.prepare(request))])
 
 
 def test_a_speaker_embedding_is_repeated_along_the_window_it_was_compiled_at() -> None:
